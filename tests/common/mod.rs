@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: where the prepared model bundles,
+//! fixtures and shared datasets live, and one policy for when they are absent.
+//!
+//! Fixtures are produced outside `cargo test` (by `models/prepare`) and the
+//! datasets live in `../shared`, so a fresh checkout may lack them. A test that
+//! needs them should skip with a clear message rather than fail obscurely —
+//! except on CI, which sets `EDGECLIP_REQUIRE_FIXTURES=1` so that a missing
+//! fixture can never turn into a silently green run.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable that turns "fixture missing" from a skip into a failure.
+pub const REQUIRE_FIXTURES_ENV: &str = "EDGECLIP_REQUIRE_FIXTURES";
+
+/// Root of edgeclip's data: `$EDGECLIP_HOME`, or `$HOME/.cache/edgeclip`.
+///
+/// Mirrors what the binary uses, so tests read the same bundles a user would.
+pub fn edgeclip_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("EDGECLIP_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let user_home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    user_home.join(".cache").join("edgeclip")
+}
+
+/// True when `EDGECLIP_REQUIRE_FIXTURES` is set to something other than
+/// empty / `0` / `false`.
+pub fn fixtures_required() -> bool {
+    match std::env::var(REQUIRE_FIXTURES_ENV) {
+        Ok(v) => {
+            let v = v.trim();
+            !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Applies the skip-or-fail policy to a path that a test needs.
+///
+/// Returns `Some(path)` when it exists. Otherwise prints a `skipping: …`
+/// line (visible with `--nocapture`, and in the summary of a failing run) and
+/// returns `None`, or panics when fixtures are required.
+pub fn require_path(path: &Path, what: &str, how_to_get: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let msg = format!("{what} not found at {} — {how_to_get}", path.display());
+    if fixtures_required() {
+        panic!("{msg} ({REQUIRE_FIXTURES_ENV} is set, so this is a failure)");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}
+
+/// `<edgeclip_home>/fixtures/<bundle>` when it exists (see [`require_path`]
+/// for what happens when it does not).
+pub fn fixture_dir(bundle: &str) -> Option<PathBuf> {
+    let dir = edgeclip_home().join("fixtures").join(bundle);
+    require_path(
+        &dir,
+        &format!("fixtures for bundle `{bundle}`"),
+        "run models/prepare to create them",
+    )
+}
+
+/// `<edgeclip_home>/<bundle>`: the prepared model bundle itself (vocabulary,
+/// ONNX towers), with the same skip-or-fail policy.
+pub fn bundle_dir(bundle: &str) -> Option<PathBuf> {
+    let dir = edgeclip_home().join(bundle);
+    require_path(
+        &dir,
+        &format!("model bundle `{bundle}`"),
+        "run models/prepare to create it",
+    )
+}
+
+/// `../shared/datasets` relative to the crate root, with the same
+/// skip-or-fail policy (CI always has it; a laptop may not).
+pub fn shared_datasets() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join("datasets");
+    require_path(
+        &dir,
+        "shared datasets",
+        "they live in ../shared/datasets next to the checkout (see ../shared/README.md)",
+    )
+}
