@@ -1,1 +1,195 @@
-//! classify stage.
+//! Image embedding × label matrix → probabilities → the answer.
+//!
+//! CLIP scores a label by the cosine between the image and label embeddings, multiplied
+//! by the model's learned logit scale (100 for OpenAI CLIP) and passed through a softmax
+//! over the labels. Forgetting the scale gives near-uniform probabilities: the cosines of
+//! a CLIP model sit within a few hundredths of each other.
+
+use serde::Serialize;
+
+use crate::encoder::Embedding;
+
+/// What is reported when no label reaches the threshold.
+pub const UNKNOWN: &str = "unknown";
+
+/// Label embeddings as rows of one matrix, in label-file order.
+#[derive(Debug, Clone)]
+pub struct LabelMatrix {
+    names: Vec<String>,
+    dim: usize,
+    rows: Vec<f32>,
+}
+
+impl LabelMatrix {
+    /// Builds the matrix; every embedding must have length `dim`.
+    pub fn new(names: Vec<String>, embeddings: &[Embedding], dim: usize) -> Option<LabelMatrix> {
+        if names.len() != embeddings.len() || names.is_empty() || embeddings.iter().any(|e| e.as_slice().len() != dim) {
+            return None;
+        }
+        let rows = embeddings.iter().flat_map(|e| e.as_slice().iter().copied()).collect();
+        Some(LabelMatrix { names, dim, rows })
+    }
+
+    /// Label names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Always false: a matrix has at least one label.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Cosine of `image` with every label, written into `out`.
+    fn cosines_into(&self, image: &Embedding, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(self.rows.chunks_exact(self.dim).map(|row| row.iter().zip(image.as_slice()).map(|(a, b)| a * b).sum::<f32>()));
+    }
+}
+
+/// One label with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// The label.
+    pub label: String,
+    /// Softmax probability over the label set.
+    pub score: f32,
+}
+
+/// The outcome for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The best label, or [`UNKNOWN`] when its probability is below the threshold.
+    pub label: String,
+    /// The best label's probability (even when reported as unknown).
+    pub score: f32,
+    /// The best `top_k` labels, best first.
+    pub top: Vec<LabelScore>,
+}
+
+/// Probabilities of all labels for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// Probability per label, in label-matrix order.
+    pub probs: Vec<f32>,
+    /// Cosine per label, in label-matrix order.
+    pub cosines: Vec<f32>,
+}
+
+impl Scores {
+    /// Label indices ordered by probability, best first (ties keep file order).
+    pub fn ranking(&self) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.probs.len()).collect();
+        idx.sort_by(|&a, &b| self.probs[b].total_cmp(&self.probs[a]).then(a.cmp(&b)));
+        idx
+    }
+}
+
+/// Scores images against a label matrix.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    matrix: LabelMatrix,
+    logit_scale: f32,
+}
+
+impl Classifier {
+    /// A classifier with the model's logit scale.
+    pub fn new(matrix: LabelMatrix, logit_scale: f32) -> Classifier {
+        Classifier { matrix, logit_scale }
+    }
+
+    /// The labels.
+    pub fn matrix(&self) -> &LabelMatrix {
+        &self.matrix
+    }
+
+    /// Cosines and softmax(scale × cosine) over all labels.
+    pub fn scores(&self, image: &Embedding) -> Scores {
+        let mut cosines = Vec::with_capacity(self.matrix.len());
+        self.matrix.cosines_into(image, &mut cosines);
+        let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // Subtracting the max keeps exp() finite whatever the scale.
+        let mut probs: Vec<f32> = cosines.iter().map(|c| ((c - max) * self.logit_scale).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        Scores { probs, cosines }
+    }
+
+    /// The answer: top label (or unknown below `threshold`) and the best `top_k`.
+    pub fn predict(&self, image: &Embedding, top_k: usize, threshold: f32) -> Prediction {
+        let scores = self.scores(image);
+        let ranking = scores.ranking();
+        let top: Vec<LabelScore> = ranking
+            .iter()
+            .take(top_k.max(1))
+            .map(|&i| LabelScore { label: self.matrix.names[i].clone(), score: scores.probs[i] })
+            .collect();
+        let best = &top[0];
+        Prediction {
+            label: if best.score >= threshold { best.label.clone() } else { UNKNOWN.to_string() },
+            score: best.score,
+            top,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(v: &[f32]) -> Embedding {
+        Embedding::normalised(v.to_vec()).unwrap()
+    }
+
+    fn classifier(scale: f32) -> Classifier {
+        let m = LabelMatrix::new(
+            vec!["cat".into(), "dog".into(), "car".into()],
+            &[e(&[1.0, 0.0, 0.0]), e(&[0.9, 0.1, 0.0]), e(&[0.0, 0.0, 1.0])],
+            3,
+        )
+        .unwrap();
+        Classifier::new(m, scale)
+    }
+
+    #[test]
+    fn softmax_uses_the_logit_scale() {
+        let img = e(&[1.0, 0.05, 0.0]);
+        let sharp = classifier(100.0).scores(&img);
+        let flat = classifier(1.0).scores(&img);
+        assert!((sharp.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(sharp.probs[0] > 0.5, "{:?}", sharp.probs);
+        // Without the scale the same cosines are nearly uniform: the known pitfall.
+        assert!(flat.probs.iter().all(|&p| (p - 1.0 / 3.0).abs() < 0.15), "{:?}", flat.probs);
+        // Reference: softmax(100 * cos) computed directly.
+        let c = &sharp.cosines;
+        let z: f32 = c.iter().map(|x| (100.0 * x).exp()).sum();
+        for (p, x) in sharp.probs.iter().zip(c) {
+            assert!((p - (100.0 * x).exp() / z).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn predict_ranks_and_applies_the_threshold() {
+        let c = classifier(100.0);
+        let p = c.predict(&e(&[0.0, 0.1, 1.0]), 2, 0.0);
+        assert_eq!(p.label, "car");
+        assert_eq!(p.top.len(), 2);
+        assert!(p.top[0].score >= p.top[1].score);
+        let p = c.predict(&e(&[1.0, 0.05, 0.0]), 5, 0.99);
+        assert_eq!(p.label, UNKNOWN);
+        assert_eq!(p.top.len(), 3);
+        assert_eq!(p.top[0].label, "cat");
+    }
+
+    #[test]
+    fn matrix_rejects_mismatched_input() {
+        assert!(LabelMatrix::new(vec!["a".into()], &[], 3).is_none());
+        assert!(LabelMatrix::new(vec!["a".into()], &[e(&[1.0, 0.0])], 3).is_none());
+        assert!(LabelMatrix::new(vec![], &[], 3).is_none());
+    }
+}

@@ -15,6 +15,8 @@ pub mod bundle;
 pub mod cache;
 pub mod classify;
 pub mod encoder;
+pub mod engine;
+pub mod eval;
 pub mod labels;
 pub mod preprocess;
 pub mod source;

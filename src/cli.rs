@@ -1,0 +1,463 @@
+//! Command-line interface: argument definitions and the commands' output.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use edgeclip::bundle::{Bundle, Precision, TokenizerSpec, DEFAULT_MODEL};
+use edgeclip::classify::Classifier;
+use edgeclip::encoder;
+use edgeclip::engine::{default_cache_dir, Engine, EngineOptions};
+use edgeclip::eval::{read_label_map, Dataset, Selection, Tally};
+use edgeclip::labels::{LabelSet, TemplateSet};
+use edgeclip::source::PathSource;
+
+const ABOUT: &str = "Zero-shot image classification with CLIP-style models, on the device.";
+
+const LONG_ABOUT: &str = "\
+edgeclip labels images with whatever labels you write in a text file, using a CLIP-style \
+image-text model (an image tower and a text tower in ONNX) run on the CPU by tract. \
+No Python and no network are needed at run time.
+
+The label file has one label per line; see `edgeclip help classify` for its syntax. Label \
+texts are embedded once per model and cached on disk ($EDGECLIP_HOME/cache/text), so later \
+runs with the same labels start fast.
+
+Models are bundle directories found by name under $EDGECLIP_HOME (default \
+~/.cache/edgeclip) or given by path. Prepare the reference bundle with `models/prepare`.";
+
+const LABELS_HELP: &str = "\
+Label file (UTF-8). One label per line; '#' starts a comment line; blank lines are ignored.
+  cat                         a label; its prompts are the templates applied to it
+  dog: a photo of a dog | a {} on a lawn
+                              explicit prompts, '|'-separated; {} is replaced by the label
+  @templates imagenet80       built-in template set: imagenet7 (default), imagenet80, none
+  @template a cctv photo of a {}.
+                              own templates (replace the built-in set)
+A label's embedding is the mean of its prompts' embeddings (CLIP prompt ensembling).";
+
+/// Top-level arguments.
+#[derive(Parser, Debug)]
+#[command(name = "edgeclip", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Model bundle: a name under $EDGECLIP_HOME or a directory path.
+    #[arg(long, short = 'm', global = true, env = "EDGECLIP_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Numeric precision of the towers.
+    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
+    /// Threads for matrix products (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Do not read or write the text-embedding cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `--precision` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    /// Float graphs as exported.
+    Fp32,
+    /// int8-weight graphs (smaller, see `inspect` for their measured fidelity).
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// Output format of `classify`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+pub enum Format {
+    /// One JSON object per image.
+    Jsonl,
+    /// One human-readable line per image.
+    Text,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Label images: files, directories (recursive) or '-' for one image on stdin.
+    #[command(after_long_help = LABELS_HELP)]
+    Classify {
+        /// Label file.
+        #[arg(long, short = 'l')]
+        labels: PathBuf,
+        /// Number of best labels listed per image.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Probability below which the answer is 'unknown'.
+        #[arg(long, default_value_t = 0.0)]
+        threshold: f32,
+        /// Output format (JSON Lines: source, label, score, top, ms).
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+        /// Images or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Measure accuracy on an ImageFolder data set (DIR/<class>/<image>).
+    Eval {
+        /// Data set root; folder names are the classes ('_' reads as a space).
+        dir: PathBuf,
+        /// Only files listed here (paths relative to DIR, e.g. a test split).
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// At most N images per class.
+        #[arg(long)]
+        per_class: Option<usize>,
+        /// Only these classes (comma-separated folder names).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+        /// Label texts for folders: lines 'folder = label text'.
+        #[arg(long)]
+        label_map: Option<PathBuf>,
+        /// Prompt templates for the class names.
+        #[arg(long, value_enum, default_value_t = TemplatesArg::Imagenet7)]
+        templates: TemplatesArg,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the token ids of texts as JSON Lines {text, ids}.
+    Tokenize {
+        /// Texts.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Print text embeddings as JSON Lines {text, embedding}.
+    EmbedText {
+        /// Texts.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Print image embeddings as JSON Lines {source, embedding}.
+    EmbedImage {
+        /// Images or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what a bundle holds, what was inferred, and check its files.
+    Inspect {
+        /// Bundle name or path (default: --model).
+        model: Option<String>,
+    },
+}
+
+/// `--templates` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TemplatesArg {
+    /// CLIP's 7-template ensemble.
+    Imagenet7,
+    /// CLIP's 80-template ensemble.
+    Imagenet80,
+    /// The class name alone.
+    None,
+}
+
+impl From<TemplatesArg> for TemplateSet {
+    fn from(t: TemplatesArg) -> TemplateSet {
+        match t {
+            TemplatesArg::Imagenet7 => TemplateSet::Imagenet7,
+            TemplatesArg::Imagenet80 => TemplateSet::Imagenet80,
+            TemplatesArg::None => TemplateSet::None,
+        }
+    }
+}
+
+/// Runs a parsed command line; the exit code says whether anything was done.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
+    match cli.command {
+        Command::Inspect { model } => inspect(model.as_deref().unwrap_or(&g.model)),
+        Command::Tokenize { texts } => {
+            let engine = open_engine(g)?;
+            let mut out = std::io::stdout().lock();
+            for text in texts {
+                let t = engine.tokenize(&text)?;
+                writeln!(out, "{}", json!({"text": text, "ids": t.ids}))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EmbedText { texts } => {
+            let mut engine = open_engine(g)?;
+            let mut out = std::io::stdout().lock();
+            for text in texts {
+                let (e, _) = engine.embed_text(&text)?;
+                writeln!(out, "{}", json!({"text": text, "embedding": e.as_slice()}))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EmbedImage { paths } => {
+            let mut engine = open_engine(g)?;
+            engine.load_image_tower()?;
+            let mut out = std::io::stdout().lock();
+            let (mut done, mut skipped) = (0usize, 0usize);
+            for frame in PathSource::new(&paths) {
+                let result = frame.map_err(anyhow::Error::from).and_then(|f| {
+                    let e = engine.embed_image_bytes(&f.bytes).with_context(|| f.source.clone())?;
+                    Ok((f.source, e))
+                });
+                match result {
+                    Ok((source, e)) => {
+                        writeln!(out, "{}", json!({"source": source, "embedding": e.as_slice()}))?;
+                        done += 1;
+                    }
+                    Err(e) => {
+                        eprintln!("skipping {e:#}");
+                        skipped += 1;
+                    }
+                }
+            }
+            eprintln!("embedded {done}, skipped {skipped}");
+            Ok(if done > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Classify { ref labels, top_k, threshold, format, ref paths } => {
+            classify(g, labels, top_k, threshold, format, paths)
+        }
+        Command::Eval { ref dir, ref split, per_class, ref classes, ref label_map, templates, json } => {
+            let sel = Selection {
+                split: split.clone(),
+                per_class,
+                classes: classes.clone(),
+                label_map: match label_map {
+                    Some(p) => read_label_map(p)?,
+                    None => Default::default(),
+                },
+            };
+            eval(g, dir, &sel, templates.into(), json)
+        }
+    }
+}
+
+fn open_engine(g: &Global) -> Result<Engine> {
+    let bundle = Bundle::open(&g.model)?;
+    let options = EngineOptions {
+        precision: g.precision.into(),
+        cache_dir: if g.no_cache { None } else { Some(default_cache_dir()) },
+    };
+    Ok(Engine::open(bundle, &options)?)
+}
+
+/// Builds the classifier for a label set, with a progress bar when prompts must be embedded.
+fn build_classifier(engine: &mut Engine, labels: &LabelSet) -> Result<Classifier> {
+    let start = Instant::now();
+    let bar = ProgressBar::hidden();
+    let show = std::io::stderr().is_terminal();
+    let (matrix, stats) = engine.label_matrix(labels, |done, total| {
+        if show && bar.is_hidden() && done < total {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_length(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("embedding prompts {bar:30} {pos}/{len} {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    log::info!(
+        "{labels}: {} cached, {} embedded, in {:.0} ms",
+        stats.cached,
+        stats.computed,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(Classifier::new(matrix, engine.bundle().spec.logit_scale))
+}
+
+fn classify(
+    g: &Global,
+    labels: &std::path::Path,
+    top_k: usize,
+    threshold: f32,
+    format: Format,
+    paths: &[PathBuf],
+) -> Result<ExitCode> {
+    let label_set = LabelSet::load(labels)?;
+    let mut engine = open_engine(g)?;
+    let classifier = build_classifier(&mut engine, &label_set)?;
+    engine.load_image_tower()?;
+    let mut out = std::io::stdout().lock();
+    let (mut done, mut skipped) = (0usize, 0usize);
+    for frame in PathSource::new(paths) {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("skipping {e}");
+                skipped += 1;
+                continue;
+            }
+        };
+        let start = Instant::now();
+        let embedding = match engine.embed_image_bytes(&frame.bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipping {}: {e}", frame.source);
+                skipped += 1;
+                continue;
+            }
+        };
+        let p = classifier.predict(&embedding, top_k, threshold);
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        match format {
+            Format::Jsonl => {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"source": frame.source, "label": p.label, "score": p.score, "top": p.top, "ms": (ms * 10.0).round() / 10.0})
+                )?;
+            }
+            Format::Text => {
+                let others: Vec<String> =
+                    p.top.iter().skip(1).map(|s| format!("{} {:.3}", s.label, s.score)).collect();
+                writeln!(out, "{}: {} ({:.3})  [{}]  {:.0} ms", frame.source, p.label, p.score, others.join(", "), ms)?;
+            }
+        }
+        done += 1;
+    }
+    out.flush()?;
+    eprintln!("classified {done}, skipped {skipped}");
+    Ok(if done > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn eval(g: &Global, dir: &std::path::Path, sel: &Selection, templates: TemplateSet, as_json: bool) -> Result<ExitCode> {
+    let data = Dataset::scan(dir, sel)?;
+    let labels = LabelSet::from_names(data.labels.clone(), templates, &dir.display().to_string());
+    let mut engine = open_engine(g)?;
+    let classifier = build_classifier(&mut engine, &labels)?;
+    engine.load_image_tower()?;
+    let bar = ProgressBar::new(data.samples.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut tally = Tally::new(data.labels.clone());
+    let start = Instant::now();
+    for sample in &data.samples {
+        let result = std::fs::read(&sample.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(engine.embed_image_bytes(&bytes)?));
+        match result {
+            Ok(e) => tally.add(sample.class, &classifier.scores(&e).ranking()),
+            Err(e) => {
+                bar.suspend(|| eprintln!("skipping {}: {e:#}", sample.path.display()));
+                tally.skip();
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = tally.report();
+    if report.images == 0 {
+        bail!("{}: no image could be classified", dir.display());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} images, {} classes, model {} ({})",
+            dir.display(),
+            report.images,
+            report.classes.len(),
+            engine.bundle().spec.name,
+            engine.precision()
+        );
+        println!(
+            "top-1 {:.2} %   top-5 {:.2} %   balanced top-1 {:.2} %   skipped {}   {:.1} images/s",
+            100.0 * report.top1,
+            100.0 * report.top5,
+            100.0 * report.balanced_top1,
+            report.skipped,
+            report.images as f64 / secs
+        );
+        let mut by_acc: Vec<_> = report.classes.iter().filter(|c| c.count > 0).collect();
+        by_acc.sort_by(|a, b| a.top1.total_cmp(&b.top1));
+        println!("\nper class (worst first):");
+        for c in &by_acc {
+            let confused = c
+                .most_confused_with
+                .as_ref()
+                .map(|(l, n)| format!("  → {l} ×{n}"))
+                .unwrap_or_default();
+            println!("  {:>6.1} %  {:>5}  {}{}", 100.0 * c.top1, c.count, c.label, confused);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(model: &str) -> Result<ExitCode> {
+    let bundle = Bundle::open(model)?;
+    let s = &bundle.spec;
+    println!("bundle        {}", bundle.root.display());
+    println!("layout        {}", s.layout);
+    println!("name          {}", s.name);
+    println!("architecture  {}", s.architecture);
+    println!("embedding     {}", s.embedding_dim);
+    println!("logit scale   {}", s.logit_scale);
+    let p = &s.preprocess;
+    println!(
+        "preprocess    {:?} to {} then {}x{} crop, {:?}, mean {:?}, std {:?}",
+        p.resize, p.resize_to, p.image_size, p.image_size, p.interpolation, p.mean, p.std
+    );
+    match &s.tokenizer {
+        TokenizerSpec::ClipBpe { file, context_length } => {
+            println!("tokenizer     CLIP BPE {} (context {context_length})", file.display())
+        }
+        TokenizerSpec::HfJson { file, context_length, .. } => {
+            println!("tokenizer     tokenizer.json {} (context {context_length})", file.display())
+        }
+    }
+    let mut ok = true;
+    for (tower, spec) in [("visual", &s.visual), ("textual", &s.textual)] {
+        for (precision, f) in &spec.files {
+            let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            let check = match if tower == "visual" { bundle.visual_file(*precision) } else { bundle.textual_file(*precision) } {
+                Ok(_) if f.sha256.is_some() => "sha256 ok".to_string(),
+                Ok(_) => "no checksum recorded".to_string(),
+                Err(e) => {
+                    ok = false;
+                    format!("ERROR: {e}")
+                }
+            };
+            println!(
+                "{tower:<8} {precision:<4} {} ({:.1} MB) {check}",
+                f.path.display(),
+                size as f64 / 1e6
+            );
+            for (k, v) in &f.notes {
+                println!("              {k} = {v}");
+            }
+        }
+    }
+    for note in &s.inferred {
+        println!("inferred      {note}");
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,242 @@
+//! The stages wired together for one bundle: the object every command drives.
+//!
+//! The text tower is loaded only when a prompt misses the embedding cache, so a device
+//! restarting with an unchanged label file never pays for it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::bundle::{edgeclip_home, Bundle, BundleError, Precision, TokenizerSpec};
+use crate::cache::{CacheKey, EmbeddingCache};
+use crate::classify::{Classifier, LabelMatrix};
+use crate::encoder::{Embedding, EncoderError, ImageEncoder, TextEncoder};
+use crate::labels::LabelSet;
+use crate::preprocess::{self, PreprocessError, Preprocessor};
+use crate::tokenizer::{ClipBpe, HfTokenizer, Tokenizer, TokenizerError, Tokens};
+
+/// Errors of the assembled pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Finding or checking the bundle.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Loading or running a tower.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// Loading the tokenizer or encoding text.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Decoding or preprocessing an image.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// A label's prompts produced no usable embedding.
+    #[error("label '{label}': {reason}")]
+    Label {
+        /// The label.
+        label: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to open an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Precision of both towers.
+    pub precision: Precision,
+    /// Directory of the text-embedding cache; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { precision: Precision::Fp32, cache_dir: Some(default_cache_dir()) }
+    }
+}
+
+/// `$EDGECLIP_HOME/cache/text`.
+pub fn default_cache_dir() -> PathBuf {
+    edgeclip_home().join("cache").join("text")
+}
+
+/// Counters from building a label matrix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmbedStats {
+    /// Prompts served by the cache.
+    pub cached: usize,
+    /// Prompts run through the text tower.
+    pub computed: usize,
+}
+
+/// One bundle's tokenizer, towers, preprocessing and text cache.
+pub struct Engine {
+    bundle: Bundle,
+    precision: Precision,
+    tokenizer: Box<dyn Tokenizer>,
+    text: Option<TextEncoder>,
+    image: Option<ImageEncoder>,
+    preprocessor: Preprocessor,
+    pixels: Vec<f32>,
+    cache: Option<EmbeddingCache>,
+}
+
+/// Builds the tokenizer a bundle asks for.
+pub fn load_tokenizer(spec: &TokenizerSpec) -> Result<Box<dyn Tokenizer>, TokenizerError> {
+    Ok(match spec {
+        TokenizerSpec::ClipBpe { file, context_length } => Box::new(ClipBpe::from_file(file, *context_length)?),
+        TokenizerSpec::HfJson { file, context_length, pad_id } => {
+            Box::new(HfTokenizer::from_file(file, *context_length, *pad_id)?)
+        }
+    })
+}
+
+impl Engine {
+    /// Opens the tokenizer and the cache; towers load on first use.
+    pub fn open(bundle: Bundle, options: &EngineOptions) -> Result<Engine, EngineError> {
+        let tokenizer = load_tokenizer(&bundle.spec.tokenizer)?;
+        let cache = match &options.cache_dir {
+            None => None,
+            Some(dir) => {
+                let key = CacheKey {
+                    model_sha256: bundle.textual_digest(options.precision)?,
+                    tokenizer: tokenizer.fingerprint().to_string(),
+                    dim: bundle.spec.embedding_dim,
+                };
+                Some(EmbeddingCache::open(dir, key))
+            }
+        };
+        let preprocessor = Preprocessor::new(bundle.spec.preprocess.clone());
+        Ok(Engine {
+            bundle,
+            precision: options.precision,
+            tokenizer,
+            text: None,
+            image: None,
+            preprocessor,
+            pixels: Vec::new(),
+            cache,
+        })
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Tower precision.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Token ids of `text` as the text tower receives them.
+    pub fn tokenize(&self, text: &str) -> Result<Tokens, EngineError> {
+        Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// Loads the image tower now (otherwise it loads with the first image).
+    pub fn load_image_tower(&mut self) -> Result<&ImageEncoder, EngineError> {
+        if self.image.is_none() {
+            let t = Instant::now();
+            self.image = Some(ImageEncoder::load(&self.bundle, self.precision)?);
+            log::debug!("image tower ready in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+        self.image.as_ref().ok_or_else(|| unreachable_tower("visual"))
+    }
+
+    fn text_tower(&mut self) -> Result<&TextEncoder, EngineError> {
+        if self.text.is_none() {
+            let t = Instant::now();
+            let n = self.tokenizer.context_length();
+            self.text = Some(TextEncoder::load(&self.bundle, self.precision, n)?);
+            log::debug!("text tower ready in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+        self.text.as_ref().ok_or_else(|| unreachable_tower("textual"))
+    }
+
+    /// Embeds one text through the text tower, bypassing the cache.
+    pub fn embed_text_uncached(&mut self, text: &str) -> Result<Embedding, EngineError> {
+        let tokens = self.tokenizer.encode(text)?;
+        Ok(self.text_tower()?.encode(&tokens)?)
+    }
+
+    /// Embeds one text, served from the cache when possible.
+    pub fn embed_text(&mut self, text: &str) -> Result<(Embedding, bool), EngineError> {
+        if let Some(e) = self.cache.as_ref().and_then(|c| c.get(text)) {
+            return Ok((e.clone(), true));
+        }
+        let e = self.embed_text_uncached(text)?;
+        if let Some(cache) = self.cache.as_mut() {
+            if let Err(err) = cache.insert(text, e.clone()) {
+                log::warn!("{err}; text embeddings will not be cached");
+            }
+        }
+        Ok((e, false))
+    }
+
+    /// One embedding per label (prompt ensembling) as a matrix. `progress` is called
+    /// after each prompt with (done, total).
+    pub fn label_matrix(
+        &mut self,
+        labels: &LabelSet,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(LabelMatrix, EmbedStats), EngineError> {
+        let total: usize = labels.labels.iter().map(|l| l.prompts.len()).sum();
+        let mut stats = EmbedStats::default();
+        let mut rows = Vec::with_capacity(labels.labels.len());
+        for label in &labels.labels {
+            let mut embs = Vec::with_capacity(label.prompts.len());
+            for prompt in &label.prompts {
+                let (e, hit) = self.embed_text(prompt)?;
+                if hit {
+                    stats.cached += 1;
+                } else {
+                    stats.computed += 1;
+                }
+                embs.push(e);
+                progress(stats.cached + stats.computed, total);
+            }
+            let mean = Embedding::mean(&embs).ok_or_else(|| EngineError::Label {
+                label: label.name.clone(),
+                reason: "its prompt embeddings cancel out".into(),
+            })?;
+            rows.push(mean);
+        }
+        let matrix = LabelMatrix::new(labels.names(), &rows, self.bundle.spec.embedding_dim).ok_or_else(|| {
+            EngineError::Label { label: labels.origin.clone(), reason: "no labels or mismatched embedding sizes".into() }
+        })?;
+        Ok((matrix, stats))
+    }
+
+    /// A classifier for `labels` with the bundle's logit scale.
+    pub fn classifier(&mut self, labels: &LabelSet) -> Result<(Classifier, EmbedStats), EngineError> {
+        let (m, stats) = self.label_matrix(labels, |_, _| {})?;
+        Ok((Classifier::new(m, self.bundle.spec.logit_scale), stats))
+    }
+
+    /// Decodes, preprocesses and embeds one encoded image.
+    pub fn embed_image_bytes(&mut self, bytes: &[u8]) -> Result<Embedding, EngineError> {
+        let img = preprocess::decode(bytes)?;
+        self.embed_image(&img)
+    }
+
+    /// Preprocesses and embeds a decoded RGB image.
+    pub fn embed_image(&mut self, img: &image::RgbImage) -> Result<Embedding, EngineError> {
+        self.load_image_tower()?;
+        let n = 3 * (self.bundle.spec.preprocess.image_size as usize).pow(2);
+        self.pixels.resize(n, 0.0);
+        self.preprocessor.run_into(img, &mut self.pixels)?;
+        let tower = self.image.as_ref().ok_or_else(|| unreachable_tower("visual"))?;
+        Ok(tower.encode(&self.pixels)?)
+    }
+
+    /// Embeds an already preprocessed CHW tensor.
+    pub fn embed_pixels(&mut self, pixels: &[f32]) -> Result<Embedding, EngineError> {
+        Ok(self.load_image_tower()?.encode(pixels)?)
+    }
+}
+
+/// Only reachable if a tower slot is emptied between load and use, which nothing does;
+/// an error keeps that impossible case from being a panic.
+fn unreachable_tower(tower: &'static str) -> EngineError {
+    EngineError::Encoder(EncoderError::Run { tower, message: "tower not loaded".into() })
+}
