@@ -469,6 +469,12 @@ def main() -> int:
     if fid["fp32_image_pairwise_cos_max"] > 0.999 or fid["fp32_image_pairwise_cos_mean"] > 0.98:
         raise SystemExit("image embeddings are degenerate (all nearly identical)")
     (bundle / "fidelity.json").write_text(json.dumps(fid, indent=2) + "\n")
+    provenance = {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
+                  "seed": None if args.checkpoint else args.seed,
+                  "init": None if args.checkpoint else {"rule": "OpenAI CLIP initialize_parameters (both towers)",
+                                                       "qk_gain": QK_GAIN, "residual_gain": RESIDUAL_GAIN},
+                  "torch": torch.__version__, "opset": 17, "exporter": "torch.onnx.export(dynamo=False)"}
+    (bundle / "export.json").write_text(json.dumps(provenance, indent=2) + "\n")
     write_manifest(bundle, name, description, logit_scale, fid)
     log("writing -hf and -openclip layouts (hard links)")
     write_layouts(bundle, name, model)

@@ -355,7 +355,7 @@ def main() -> int:
     manifest = tomllib.loads((bundle / "manifest.toml").read_text())
     meta = {
         "name": args.name,
-        "seed": 0 if "seeded" in args.name else None,
+        "export": json.loads((bundle / "export.json").read_text()) if (bundle / "export.json").exists() else None,
         "description": manifest.get("description"),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
