@@ -162,6 +162,15 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Time the towers and the whole path (JPEG bytes → scores); prints one JSON object.
+    Bench {
+        /// Timed runs per measurement (after 3 warm-up runs).
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// Image for the end-to-end measurement.
+        #[arg(long, default_value = "examples/images/chelsea.png")]
+        image: PathBuf,
+    },
     /// Show what a bundle holds, what was inferred, and check its files.
     Inspect {
         /// Bundle name or path (default: --model).
@@ -195,6 +204,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
     match cli.command {
+        Command::Bench { iterations, ref image } => bench(g, iterations.max(1), image),
         Command::Inspect { model } => inspect(model.as_deref().unwrap_or(&g.model)),
         Command::Tokenize { texts } => {
             let engine = open_engine(g)?;
@@ -460,4 +470,56 @@ fn inspect(model: &str) -> Result<ExitCode> {
         println!("inferred      {note}");
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// min / median / p90 of `n` timed runs of `f` after 3 warm-up runs, in milliseconds.
+fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<serde_json::Value> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    Ok(json!({"min": at(0.0), "median": at(0.5), "p90": at(0.9), "runs": n}))
+}
+
+fn bench(g: &Global, iterations: usize, image: &std::path::Path) -> Result<ExitCode> {
+    let mut engine = open_engine(g)?;
+    let load = Instant::now();
+    let len = engine.load_image_tower()?.input_len();
+    let load_ms = load.elapsed().as_secs_f64() * 1e3;
+    // Deterministic image-like values: the cost of a run does not depend on them.
+    let pixels: Vec<f32> = (0..len).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
+    let image_ms = time_ms(iterations, || {
+        engine.embed_pixels(&pixels)?;
+        Ok(())
+    })?;
+    let text_ms = time_ms(iterations, || {
+        engine.embed_text_uncached("a photo of the large coffee mug.")?;
+        Ok(())
+    })?;
+    let labels = LabelSet::load(std::path::Path::new("examples/labels.txt"))
+        .or_else(|_| LabelSet::parse(b"cat\ndog\ncoffee mug\n", "<bench labels>"))?;
+    let classifier = build_classifier(&mut engine, &labels)?;
+    let bytes = std::fs::read(image).with_context(|| image.display().to_string())?;
+    let end_to_end_ms = time_ms(iterations, || {
+        let e = engine.embed_image_bytes(&bytes)?;
+        classifier.predict(&e, 5, 0.0);
+        Ok(())
+    })?;
+    let threads = g.threads.unwrap_or_else(encoder::default_threads);
+    println!(
+        "{}",
+        json!({
+            "model": engine.bundle().spec.name, "precision": engine.precision().to_string(), "threads": threads,
+            "image_tower_load_ms": load_ms, "image_ms": image_ms, "text_ms": text_ms,
+            "end_to_end_ms": end_to_end_ms, "end_to_end_image": image.display().to_string(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

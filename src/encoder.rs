@@ -105,7 +105,7 @@ pub fn default_threads() -> usize {
 
 /// One optimised graph with a single embedding output.
 struct Graph {
-    plan: TypedRunnableModel,
+    plan: std::sync::Arc<TypedSimplePlan>,
     tower: &'static str,
 }
 
@@ -167,14 +167,14 @@ impl Graph {
             });
         }
         match output_name {
-            Some(name) => model.set_output_names([name]).map_err(err)?,
+            Some(name) => model.select_outputs_by_name([name]).map_err(err)?,
             None => {
                 let first = *model.output_outlets().map_err(err)?.first().ok_or_else(|| EncoderError::Load {
                     path: path.display().to_string(),
                     tower,
                     message: "graph has no output".into(),
                 })?;
-                model.set_output_outlets(&[first]).map_err(err)?;
+                model.select_output_outlets(&[first]).map_err(err)?;
             }
         }
         let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
@@ -185,7 +185,7 @@ impl Graph {
         let out = self.plan.run(inputs).map_err(|e| EncoderError::Run { tower: self.tower, message: format!("{e:#}") })?;
         let t = out.first().ok_or_else(|| EncoderError::BadOutput { tower: self.tower, what: "no output".into() })?;
         let view = t
-            .to_array_view::<f32>()
+            .to_plain_array_view::<f32>()
             .map_err(|e| EncoderError::BadOutput { tower: self.tower, what: format!("a non-f32 output: {e}") })?;
         Ok(view.iter().copied().collect())
     }

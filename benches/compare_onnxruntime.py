@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Side by side: edgeclip (tract) and onnxruntime on the same ONNX graphs, same threads.
+
+Prints, per tower and precision, the median latency of both and their ratio
+(edgeclip / onnxruntime: below 1 means edgeclip is faster). Both sides time a batch-1
+run from an already preprocessed input, after warm-up, in the same process layout
+(edgeclip's own `bench` command; onnxruntime with intra_op_num_threads = threads,
+inter_op_num_threads = 1, all graph optimisations on).
+
+Run through scripts/compare-onnxruntime, which builds edgeclip and picks the venv.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def home() -> Path:
+    h = os.environ.get("EDGECLIP_HOME")
+    return Path(h) if h else Path.home() / ".cache" / "edgeclip"
+
+
+def ort_median_ms(path: Path, feed: dict, threads: int, iterations: int) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    feed = {k: v for k, v in feed.items() if k in names}
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--edgeclip", default="target/release/edgeclip")
+    ap.add_argument("--model", default="clip-vit-b-32-seeded")
+    ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "int8"])
+    ap.add_argument("--iterations", type=int, default=20)
+    args = ap.parse_args()
+
+    bundle = home() / args.model
+    manifest = tomllib.loads((bundle / "manifest.toml").read_text())
+    size = manifest["preprocess"]["image_size"]
+    ctx = manifest["tokenizer"]["context_length"]
+    # The same deterministic inputs edgeclip's bench uses (values do not change the cost).
+    pixels = (((np.arange(3 * size * size) % 251) / 125.0) - 1.0).astype(np.float32).reshape(1, 3, size, size)
+    ids = np.zeros((1, ctx), dtype=np.int64)
+    ids[0, :10] = [49406, 320, 1125, 539, 518, 3638, 7644, 11607, 269, 49407]
+    image_feed = {manifest["visual"].get("input", "pixel_values"): pixels}
+    text_feed = {manifest["textual"].get("input", "input_ids"): ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+    print(f"model {args.model}, onnxruntime {ort.__version__}, {args.iterations} runs, median ms")
+    print(f"{'tower':<8}{'precision':<11}{'threads':>7}{'edgeclip':>11}{'onnxruntime':>13}{'ratio':>8}")
+    for threads in args.threads:
+        for precision in args.precision:
+            out = subprocess.run(
+                [args.edgeclip, "bench", "--model", args.model, "--precision", precision,
+                 "--threads", str(threads), "--iterations", str(args.iterations), "--no-cache"],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            ec = json.loads(out)
+            for tower, feed, key in (("visual", image_feed, "image_ms"), ("textual", text_feed, "text_ms")):
+                path = bundle / manifest[tower][precision]["file"]
+                o = ort_median_ms(path, feed, threads, args.iterations)
+                e = ec[key]["median"]
+                print(f"{tower:<8}{precision:<11}{threads:>7}{e:>11.1f}{o:>13.1f}{e / o:>8.2f}")
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
