@@ -93,22 +93,32 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
     let fp32: Vec<(String, f32)> =
         refs.iter().zip(&ours_fp32).map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.fp32)))).collect();
     let st = stats(&fp32);
+    for (path, c) in fp32.iter().filter(|p| p.1 < 0.9999) {
+        eprintln!("  below 0.9999: {path} {c:.6}");
+    }
     eprintln!("fp32 vs reference over {} photos: min cos {:.6} ({}), mean {:.6}", refs.len(), st.min, st.worst, st.mean);
-    assert!(st.min >= 0.9999, "fp32 min cos {} at {}", st.min, st.worst);
+    let mut failures = Vec::new();
+    if st.min < 0.9999 {
+        failures.push(format!("fp32 vs reference: min cos {} at {}", st.min, st.worst));
+    }
 
     let ours_int8 = image_embeddings(&s, Precision::Int8, &refs);
     let int8: Vec<(String, f32)> =
         refs.iter().zip(&ours_int8).map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.int8)))).collect();
     let st = stats(&int8);
     eprintln!("int8 vs reference int8: min cos {:.6} ({}), mean {:.6}", st.min, st.worst, st.mean);
-    assert!(st.min >= 0.999, "int8 (tract) vs int8 (onnxruntime) min cos {} at {}", st.min, st.worst);
+    if st.min < 0.999 {
+        failures.push(format!("int8 (tract) vs int8 (onnxruntime): min cos {} at {}", st.min, st.worst));
+    }
 
     // Fidelity of our own int8 path against our own fp32 path.
     let self_cos: Vec<(String, f32)> =
         refs.iter().zip(ours_int8.iter().zip(&ours_fp32)).map(|(r, (a, b))| (r.path.clone(), a.cosine(b))).collect();
     let st = stats(&self_cos);
     eprintln!("int8 vs fp32 (edgeclip): min cos {:.5} ({}), mean {:.5}", st.min, st.worst, st.mean);
-    assert!(st.min >= 0.99, "int8 vs fp32 min cos {} at {}", st.min, st.worst);
+    if st.min < 0.99 {
+        failures.push(format!("int8 vs fp32: min cos {} at {}", st.min, st.worst));
+    }
 
     // Top-1 agreement: does int8 pick the same label as fp32, over all photos, against
     // the CIFAR-10 classes embedded by the fp32 text tower?
@@ -120,7 +130,10 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
     let agree = ours_int8.iter().zip(&ours_fp32).filter(|(a, b)| top1(a) == top1(b)).count();
     let rate = agree as f64 / refs.len() as f64;
     eprintln!("int8/fp32 top-1 agreement: {agree}/{} = {:.1} %", refs.len(), 100.0 * rate);
-    assert!(rate >= 0.97, "top-1 agreement {rate}");
+    if rate < 0.97 {
+        failures.push(format!("int8/fp32 top-1 agreement {rate}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
