@@ -1,0 +1,203 @@
+//! Encoded bytes → 8-bit RGB, the way the PIL reference sees them:
+//! `ImageOps.exif_transpose(Image.open(f)).convert("RGB")`.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use super::PreprocessError;
+
+/// Largest image (width × height) that [`decode`] accepts.
+///
+/// Checked against the header before any pixel buffer is allocated, so a
+/// small file declaring enormous dimensions (a decompression bomb) cannot make
+/// an edge device allocate gigabytes. 100 MP covers any real camera frame.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Upper bound on any single allocation made by the codecs: a 100 MP RGBA
+/// 16-bit frame is 800 MB, so this sits just above it.
+const MAX_ALLOC_BYTES: u64 = MAX_PIXELS * 8 + (64 << 20);
+
+/// Decodes encoded image bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, PNM) to 8-bit
+/// RGB, applying the EXIF orientation, with PIL's `convert("RGB")` semantics:
+///
+/// * greyscale is replicated into the three channels;
+/// * alpha is dropped, not composited onto a background;
+/// * 16-bit RGB / RGBA / grey+alpha keep the high byte (PIL reads them with
+///   its `;16B` raw modes), while 16-bit greyscale is *clipped* to 0..=255
+///   (PIL opens it as mode `I;16`, whose conversion to RGB saturates);
+/// * CMYK / YCCK JPEGs are converted to RGB by the JPEG decoder.
+///
+/// Images over [`MAX_PIXELS`] are rejected from their header, before their
+/// pixels are allocated. Truncated JPEGs are an error (as in PIL, whose
+/// default is `LOAD_TRUNCATED_IMAGES = False`), not a grey-filled image.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+    if bytes.is_empty() {
+        return Err(PreprocessError::Empty);
+    }
+    let format = image::guess_format(bytes).map_err(|_| PreprocessError::UnknownFormat {
+        magic: magic_hex(bytes),
+    })?;
+    let format_name = format_name(format);
+    let decode_err = |source| PreprocessError::Decode {
+        format: format_name,
+        source,
+    };
+
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_ALLOC_BYTES);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::ZeroSize { width, height });
+    }
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(PreprocessError::TooLarge {
+            width,
+            height,
+            max_pixels: MAX_PIXELS,
+        });
+    }
+    // After the size check, so a bomb is reported as too large.
+    if format == ImageFormat::Jpeg {
+        check_jpeg_complete(bytes)?;
+    }
+    // PIL's exif_transpose ignores an unreadable EXIF block rather than
+    // failing the image, so an orientation we cannot read means "upright".
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+
+    let rgb = to_rgb8_like_pil(image)?;
+    if orientation == Orientation::NoTransforms {
+        return Ok(rgb);
+    }
+    let mut oriented = DynamicImage::ImageRgb8(rgb);
+    oriented.apply_orientation(orientation);
+    Ok(match oriented {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.into_rgb8(),
+    })
+}
+
+/// PIL's `convert("RGB")` for each layout the codecs can produce.
+fn to_rgb8_like_pil(image: DynamicImage) -> Result<RgbImage, PreprocessError> {
+    let (w, h) = (image.width(), image.height());
+    let rgb = match image {
+        DynamicImage::ImageRgb8(rgb) => return Ok(rgb),
+        // Dropping alpha without compositing: what convert("RGB") does.
+        DynamicImage::ImageRgba8(img) => map_pixels(img.as_raw(), 4, |p| [p[0], p[1], p[2]]),
+        DynamicImage::ImageLuma8(img) => map_pixels(img.as_raw(), 1, |p| [p[0]; 3]),
+        DynamicImage::ImageLumaA8(img) => map_pixels(img.as_raw(), 2, |p| [p[0]; 3]),
+        // Mode I;16 → RGB saturates instead of scaling (measured with
+        // Pillow 13: 256 → 255, 65535 → 255).
+        DynamicImage::ImageLuma16(img) => map_pixels(img.as_raw(), 1, |p| [p[0].min(255) as u8; 3]),
+        DynamicImage::ImageLumaA16(img) => map_pixels(img.as_raw(), 2, |p| [(p[0] >> 8) as u8; 3]),
+        DynamicImage::ImageRgb16(img) => map_pixels(img.as_raw(), 3, high_bytes),
+        DynamicImage::ImageRgba16(img) => map_pixels(img.as_raw(), 4, high_bytes),
+        // Float images (HDR-ish TIFFs) have no PIL RGB equivalent; image's
+        // own 0..1 → 0..255 mapping is the sensible reading. Alpha is dropped
+        // like everywhere else. Future layouts fall back to the same.
+        other => return Ok(other.into_rgb8()),
+    };
+    RgbImage::from_raw(w, h, rgb).ok_or(PreprocessError::Internal(
+        "converted pixel buffer does not match the image dimensions",
+    ))
+}
+
+fn high_bytes(p: &[u16]) -> [u8; 3] {
+    [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]
+}
+
+/// Packs `channels`-sample pixels into RGB8 through `f`.
+fn map_pixels<T>(raw: &[T], channels: usize, f: impl Fn(&[T]) -> [u8; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() / channels * 3);
+    for p in raw.chunks_exact(channels) {
+        out.extend_from_slice(&f(p));
+    }
+    out
+}
+
+/// A JPEG whose entropy-coded data stops before the end-of-image marker.
+///
+/// zune-jpeg in non-strict mode (as `image` configures it) fills missing MCUs
+/// with grey and reports success; PIL raises "image file is truncated". A
+/// silently grey half-image would be classified as if it were real, so look
+/// for the EOI marker after the first start-of-scan. Inside scan data every
+/// 0xFF byte is stuffed (0xFF00) or a restart marker, so 0xFFD9 there can only
+/// be the real EOI. The header walk skips whole segments, so an EXIF
+/// thumbnail's own EOI is not mistaken for ours.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), PreprocessError> {
+    let truncated = |detail: &str| PreprocessError::Truncated {
+        format: "JPEG",
+        detail: format!("{detail} ({} bytes)", bytes.len()),
+    };
+    let mut pos = 2; // past SOI, which guess_format has seen
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        match (bytes.get(pos), bytes.get(pos + 1)) {
+            (Some(0xFF), Some(&marker)) => {
+                pos += 2;
+                // Stand-alone markers carry no length.
+                if marker == 0x01 || (0xD0..=0xD8).contains(&marker) {
+                    continue;
+                }
+                if marker == 0xD9 {
+                    return Err(truncated("end of image before any scan data"));
+                }
+                let len = match (bytes.get(pos), bytes.get(pos + 1)) {
+                    (Some(&hi), Some(&lo)) => usize::from(hi) << 8 | usize::from(lo),
+                    _ => return Err(truncated("ends inside a marker header")),
+                };
+                pos += len;
+                if pos > bytes.len() {
+                    return Err(truncated("ends inside a header segment"));
+                }
+                if marker == 0xDA {
+                    let scan = &bytes[pos..];
+                    return if scan.windows(2).any(|w| w == [0xFF, 0xD9]) {
+                        Ok(())
+                    } else {
+                        Err(truncated("no end-of-image marker after the scan data"))
+                    };
+                }
+            }
+            (None, _) | (Some(0xFF), None) => {
+                return Err(truncated("ends before the first scan"));
+            }
+            // Not a marker where one should be: malformed rather than
+            // truncated, and the decoder's error says more about it.
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::Png => "PNG",
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Pnm => "PNM",
+        _ => "image",
+    }
+}
+
+/// The first bytes, to let a user tell an HTML error page or a truncated
+/// download from an image format we lack.
+fn magic_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
