@@ -4,7 +4,7 @@
 //! systematic pixel differences shift embeddings, so every step here mirrors
 //! that reference rather than merely resembling it:
 //!
-//! 1. [`decode`]: `ImageOps.exif_transpose(img).convert("RGB")`;
+//! 1. [`decode`] does `ImageOps.exif_transpose(img).convert("RGB")`;
 //! 2. `Resize(resize_to, BICUBIC)`: shortest side to `resize_to`, long side
 //!    `int(resize_to * long / short)`, resampled bit-exactly like Pillow
 //!    (see `resample.rs` for why `fast_image_resize` is not used);
@@ -24,6 +24,9 @@ use resample::{AxisWindow, Filter, Resampler};
 /// OpenAI CLIP's per-channel RGB mean (the `Normalize` of its preprocess).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel RGB standard deviation.
+// OpenAI's published digits, kept verbatim so they compare by eye with the
+// Python reference; f32 rounds them the same way numpy does.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Largest crop side a spec may ask for: keeps a corrupt manifest from making
