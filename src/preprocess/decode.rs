@@ -29,6 +29,13 @@ const MAX_ALLOC_BYTES: u64 = MAX_PIXELS * 8 + (64 << 20);
 ///   (PIL opens it as mode `I;16`, whose conversion to RGB saturates);
 /// * CMYK / YCCK JPEGs are converted to RGB by the JPEG decoder.
 ///
+/// Known difference: JPEGs are decoded by zune-jpeg (via `image`), not
+/// libjpeg-turbo. IDCT and colour conversion agree to ~0.01 LSB, but zune's
+/// fancy chroma upsampling rounds half-up twice, so 4:2:0 / 4:2:2 / 4:4:0
+/// JPEGs come out with R and B ~+0.1..0.2 LSB and G ~-0.1 LSB off on average
+/// (max 7 LSB at sharp colour edges). PNG, GIF, WebP, BMP, TIFF, PNM, CMYK
+/// and 4:4:4 / greyscale JPEGs match PIL to within 1 LSB or exactly.
+///
 /// Images over [`MAX_PIXELS`] are rejected from their header, before their
 /// pixels are allocated. Truncated JPEGs are an error (as in PIL, whose
 /// default is `LOAD_TRUNCATED_IMAGES = False`), not a grey-filled image.
