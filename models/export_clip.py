@@ -171,11 +171,25 @@ def export_onnx(module, example, path: Path, in_name: str, out_name: str) -> Non
     os.replace(tmp, path)
 
 
+def output_projection(path: Path) -> list[str]:
+    """The MatMul that produces the graph output (visual_projection / text_projection).
+
+    Kept in fp32: its quantisation error lands directly on the embedding, and it holds
+    <1 % of the weights. Measured on the 299 fixture photos (onnxruntime, image int8 vs
+    fp32, fp32 CIFAR-10 prompts): top-1 agreement 97.3 % -> 98.3 %, cos mean 0.99924 ->
+    0.99930."""
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    node = producer.get(m.graph.output[0].name)
+    return [node.name] if node is not None and node.op_type == "MatMul" else []
+
+
 def quantise(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     tmp = dst.with_suffix(".tmp.onnx")
     quantize_dynamic(str(src), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"],
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=output_projection(src),
                      extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
                                     "MatMulConstBOnly": True})
     strip_zero_b_zero_points(tmp)
@@ -340,7 +354,7 @@ def toml_str(s: str) -> str:
 def write_manifest(bundle: Path, name: str, description: str, logit_scale: float, fid: dict) -> None:
     sha = {f: C.sha256_file(bundle / f) for f in
            ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")}
-    scheme = "dynamic per-channel int8 weights (MatMul), uint8 activations"
+    scheme = "dynamic per-channel int8 weights (MatMul; output projection kept fp32), uint8 activations"
     text = f'''format = 1
 name = {toml_str(name)}
 architecture = "ViT-B-32"

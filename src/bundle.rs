@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::preprocess::{Interpolation, PreprocessSpec, ResizeMode};
+use crate::preprocess::{Interpolation, PreprocessSpec, ResizeMode, CLIP_MEAN, CLIP_STD};
 
 /// Name of the bundle used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "clip-vit-b-32-seeded";
@@ -267,6 +267,8 @@ impl Bundle {
         } else {
             return Err(BundleError::UnknownLayout { path: root });
         };
+        // A nonsensical preprocessing spec is reported once, here, not on every frame.
+        spec.preprocess.validate().map_err(|e| BundleError::Parse { path: root.clone(), message: e.to_string() })?;
         Ok(Bundle { root, spec })
     }
 
@@ -476,10 +478,6 @@ fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, BundleErro
     let text = read_text(path)?;
     serde_json::from_str(&text).map_err(|e| BundleError::Parse { path: path.to_path_buf(), message: e.to_string() })
 }
-
-/// CLIP's normalisation constants, the default when a layout does not say.
-const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 fn onnx_files(dir: &Path, stem: &str) -> BTreeMap<Precision, ModelFile> {
     let mut files = BTreeMap::new();

@@ -51,46 +51,15 @@ pub use scalar::ycbcr_to_grayscale;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[cfg(feature = "x86")]
-pub use crate::color_convert::avx::{ycbcr_to_rgb_avx2, ycbcr_to_rgba_avx2};
 use crate::decoder::ColorConvert16Ptr;
 
-mod avx;
-mod neon64;
 mod scalar;
 
 #[allow(unused_variables)]
 pub fn choose_ycbcr_to_rgb_convert_func(
     type_need: ColorSpace, options: &DecoderOptions
 ) -> Option<ColorConvert16Ptr> {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    #[cfg(feature = "x86")]
-    {
-        use zune_core::log::debug;
-        if options.use_avx2() {
-            debug!("Using AVX optimised color conversion functions");
-
-            // I believe avx2 means sse4 is also available
-            // match colorspace
-            match type_need {
-                ColorSpace::RGB => return Some(ycbcr_to_rgb_avx2),
-                ColorSpace::RGBA => return Some(ycbcr_to_rgba_avx2),
-                _ => () // fall through to scalar, which has more types
-            };
-        }
-    }
-    #[cfg(all(feature = "neon", target_arch = "aarch64"))]
-    {
-        if options.use_neon() {
-            use crate::color_convert::neon64::{ycbcr_to_rgb_neon, ycbcr_to_rgba_neon};
-            match type_need {
-                ColorSpace::RGB => return Some(ycbcr_to_rgb_neon),
-                ColorSpace::RGBA => return Some(ycbcr_to_rgba_neon),
-                _ => () // fall through to scalar, which has more types
-            };
-        }
-    }
+    // edgeclip patch: always the libjpeg-exact scalar conversion (see color_convert/scalar.rs).
     // when there is no x86 or we haven't returned by here, resort to scalar
     return match type_need {
         ColorSpace::RGB => Some(scalar::ycbcr_to_rgb_inner_16_scalar::<false>),

@@ -8,18 +8,26 @@
 
 use core::convert::TryInto;
 
-// Bt.601 Full Range inverse coefficients computed with 14 bits of precision with MPFR.
-// This is important to keep them in i16.
-// In most cases LLVM will detect what we're doing i16 widening to i32 math and will use
-// appropriate optimizations.
-pub(crate) const Y_CF: i16 = 16384;
-pub(crate) const CR_CF: i16 = 22970;
-pub(crate) const CB_CF: i16 = 29032;
-pub(crate) const C_G_CR_COEF_1: i16 = -11700;
-pub(crate) const C_G_CB_COEF_2: i16 = -5638;
-pub(crate) const YUV_PREC: i16 = 14;
-// Rounding const for YUV -> RGB conversion: floating equivalent 0.499(9).
-pub(crate) const YUV_RND: i16 = (1 << (YUV_PREC - 1)) - 1;
+
+// edgeclip patch: libjpeg-turbo's ycc_rgb_convert (jdcolor.c) arithmetic, so that
+// decoded pixels equal PIL's: 16-bit fixed point, FIX(x) = round(x * 65536), each
+// chroma term rounded on its own before being added to Y.
+const FIX_1_40200: i32 = 91881;
+const FIX_1_77200: i32 = 116_130;
+const FIX_0_71414: i32 = 46802;
+const FIX_0_34414: i32 = 22554;
+const ONE_HALF: i32 = 1 << 15;
+
+#[inline]
+fn ycc_to_rgb_libjpeg(y: i16, cb: i16, cr: i16) -> (i32, i32, i32) {
+    let y = i32::from(y);
+    let cb = i32::from(cb) - 128;
+    let cr = i32::from(cr) - 128;
+    let r = y + ((FIX_1_40200 * cr + ONE_HALF) >> 16);
+    let g = y + ((-FIX_0_34414 * cb + ONE_HALF - FIX_0_71414 * cr) >> 16);
+    let b = y + ((FIX_1_77200 * cb + ONE_HALF) >> 16);
+    (r, g, b)
+}
 
 /// Limit values to 0 and 255
 #[inline]
@@ -51,17 +59,7 @@ pub fn ycbcr_to_rgba_inner_16_scalar<const BGRA: bool>(
         .zip(cb.iter().zip(cr.iter()))
         .zip(opt.chunks_exact_mut(4))
     {
-        let cr = cr - 128;
-        let cb = cb - 128;
-
-        let y0 = i32::from(y) * i32::from(Y_CF) + i32::from(YUV_RND);
-
-        let r = (y0 + i32::from(cr) * i32::from(CR_CF)) >> YUV_PREC;
-        let g = (y0
-            + i32::from(cr) * i32::from(C_G_CR_COEF_1)
-            + i32::from(cb) * i32::from(C_G_CB_COEF_2))
-            >> YUV_PREC;
-        let b = (y0 + i32::from(cb) * i32::from(CB_CF)) >> YUV_PREC;
+        let (r, g, b) = ycc_to_rgb_libjpeg(y, *cb, *cr);
 
         if BGRA {
             out[0] = clamp(b);
@@ -100,17 +98,7 @@ pub fn ycbcr_to_rgb_inner_16_scalar<const BGRA: bool>(
         .zip(cb.iter().zip(cr.iter()))
         .zip(opt.chunks_exact_mut(3))
     {
-        let cr = cr - 128;
-        let cb = cb - 128;
-
-        let y0 = i32::from(y) * i32::from(Y_CF) + i32::from(YUV_RND);
-
-        let r = (y0 + i32::from(cr) * i32::from(CR_CF)) >> YUV_PREC;
-        let g = (y0
-            + i32::from(cr) * i32::from(C_G_CR_COEF_1)
-            + i32::from(cb) * i32::from(C_G_CB_COEF_2))
-            >> YUV_PREC;
-        let b = (y0 + i32::from(cb) * i32::from(CB_CF)) >> YUV_PREC;
+        let (r, g, b) = ycc_to_rgb_libjpeg(y, *cb, *cr);
 
         if BGRA {
             out[0] = clamp(b);
