@@ -20,16 +20,25 @@ fn towers(c: &mut Criterion) {
         .unwrap_or_else(encoder::default_threads);
     encoder::set_threads(threads);
     let tokenizer = load_tokenizer(&bundle.spec.tokenizer).expect("tokenizer loads");
-    let tokens = tokenizer.encode("a photo of the large coffee mug.").expect("tokenizes");
+    let tokens = tokenizer
+        .encode("a photo of the large coffee mug.")
+        .expect("tokenizes");
     let mut g = c.benchmark_group(format!("towers/{threads}t"));
     g.sample_size(20);
     for precision in [Precision::Fp32, Precision::Int8] {
         let image = ImageEncoder::load(&bundle, precision).expect("image tower loads");
         // A deterministic, image-like input: the values are irrelevant to the cost.
-        let pixels: Vec<f32> = (0..image.input_len()).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
-        g.bench_function(format!("image/{precision}"), |b| b.iter(|| image.encode(&pixels).expect("runs")));
-        let text = TextEncoder::load(&bundle, precision, tokenizer.context_length()).expect("text tower loads");
-        g.bench_function(format!("text/{precision}"), |b| b.iter(|| text.encode(&tokens).expect("runs")));
+        let pixels: Vec<f32> = (0..image.input_len())
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
+        g.bench_function(format!("image/{precision}"), |b| {
+            b.iter(|| image.encode(&pixels).expect("runs"))
+        });
+        let text = TextEncoder::load(&bundle, precision, tokenizer.context_length())
+            .expect("text tower loads");
+        g.bench_function(format!("text/{precision}"), |b| {
+            b.iter(|| text.encode(&tokens).expect("runs"))
+        });
     }
     g.finish();
 }

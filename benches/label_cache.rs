@@ -18,10 +18,17 @@ fn warm_start(c: &mut Criterion) {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let labels = LabelSet::from_names((0..1000).map(|i| format!("object number {i}")), TemplateSet::Imagenet7, "bench");
+    let labels = LabelSet::from_names(
+        (0..1000).map(|i| format!("object number {i}")),
+        TemplateSet::Imagenet7,
+        "bench",
+    );
     let key = CacheKey {
         model_sha256: bundle.textual_digest(Precision::Fp32).expect("digest"),
-        tokenizer: load_tokenizer(&bundle.spec.tokenizer).expect("tokenizer").fingerprint().to_string(),
+        tokenizer: load_tokenizer(&bundle.spec.tokenizer)
+            .expect("tokenizer")
+            .fingerprint()
+            .to_string(),
         dim: bundle.spec.embedding_dim,
     };
     let mut cache = EmbeddingCache::open(dir.path(), key);
@@ -33,16 +40,23 @@ fn warm_start(c: &mut Criterion) {
                 (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
             })
             .collect();
-        cache.insert(prompt, Embedding::normalised(v).expect("non-zero")).expect("cache writes");
+        cache
+            .insert(prompt, Embedding::normalised(v).expect("non-zero"))
+            .expect("cache writes");
     }
     drop(cache);
-    let options = EngineOptions { precision: Precision::Fp32, cache_dir: Some(dir.path().to_path_buf()) };
+    let options = EngineOptions {
+        precision: Precision::Fp32,
+        cache_dir: Some(dir.path().to_path_buf()),
+    };
     let mut g = c.benchmark_group("warm_start");
     g.sample_size(10);
     g.bench_function("1000_labels_7000_prompts", |b| {
         b.iter(|| {
             let mut engine = Engine::open(bundle.clone(), &options).expect("engine opens");
-            let (matrix, stats) = engine.label_matrix(&labels, |_, _| {}).expect("matrix builds");
+            let (matrix, stats) = engine
+                .label_matrix(&labels, |_, _| {})
+                .expect("matrix builds");
             assert_eq!(stats.computed, 0, "warm cache must serve every prompt");
             matrix
         })

@@ -169,13 +169,25 @@ pub struct TowerSpec {
 
 impl TowerSpec {
     /// The file for `precision`, or an error listing what the bundle has.
-    fn file(&self, bundle: &str, tower: &'static str, precision: Precision) -> Result<&ModelFile, BundleError> {
-        self.files.get(&precision).ok_or_else(|| BundleError::NoPrecision {
-            bundle: bundle.to_string(),
-            tower,
-            precision,
-            available: self.files.keys().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
-        })
+    fn file(
+        &self,
+        bundle: &str,
+        tower: &'static str,
+        precision: Precision,
+    ) -> Result<&ModelFile, BundleError> {
+        self.files
+            .get(&precision)
+            .ok_or_else(|| BundleError::NoPrecision {
+                bundle: bundle.to_string(),
+                tower,
+                precision,
+                available: self
+                    .files
+                    .keys()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -239,7 +251,9 @@ pub fn edgeclip_home() -> PathBuf {
     if let Some(h) = std::env::var_os("EDGECLIP_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("edgeclip")
 }
 
@@ -248,40 +262,62 @@ impl Bundle {
     pub fn open(name_or_path: &str) -> Result<Bundle, BundleError> {
         let as_path = PathBuf::from(name_or_path);
         let candidates = [as_path.clone(), edgeclip_home().join(name_or_path)];
-        let root = candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| BundleError::NotFound {
-            name: name_or_path.to_string(),
-            searched: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-        })?;
+        let root = candidates
+            .iter()
+            .find(|p| p.is_dir())
+            .cloned()
+            .ok_or_else(|| BundleError::NotFound {
+                name: name_or_path.to_string(),
+                searched: candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         Self::open_dir(&root)
     }
 
     /// Opens the bundle in directory `root`, detecting its layout.
     pub fn open_dir(root: &Path) -> Result<Bundle, BundleError> {
-        let root = fs::canonicalize(root).map_err(|source| BundleError::Io { path: root.to_path_buf(), source })?;
+        let root = fs::canonicalize(root).map_err(|source| BundleError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
         let spec = if root.join("manifest.toml").is_file() {
             manifest::read(&root)?
         } else if root.join("onnx").is_dir() && root.join("config.json").is_file() {
             hf::read(&root)?
-        } else if root.join("visual").join("model.onnx").is_file() && root.join("textual").join("model.onnx").is_file() {
+        } else if root.join("visual").join("model.onnx").is_file()
+            && root.join("textual").join("model.onnx").is_file()
+        {
             openclip::read(&root)?
         } else {
             return Err(BundleError::UnknownLayout { path: root });
         };
         // A nonsensical preprocessing spec is reported once, here, not on every frame.
-        spec.preprocess.validate().map_err(|e| BundleError::Parse { path: root.clone(), message: e.to_string() })?;
+        spec.preprocess.validate().map_err(|e| BundleError::Parse {
+            path: root.clone(),
+            message: e.to_string(),
+        })?;
         Ok(Bundle { root, spec })
     }
 
     /// The image-tower file for `precision`, checked against its recorded sha256.
     pub fn visual_file(&self, precision: Precision) -> Result<&ModelFile, BundleError> {
-        let f = self.spec.visual.file(&self.spec.name, "visual", precision)?;
+        let f = self
+            .spec
+            .visual
+            .file(&self.spec.name, "visual", precision)?;
         verify(f)?;
         Ok(f)
     }
 
     /// The text-tower file for `precision`, checked against its recorded sha256.
     pub fn textual_file(&self, precision: Precision) -> Result<&ModelFile, BundleError> {
-        let f = self.spec.textual.file(&self.spec.name, "textual", precision)?;
+        let f = self
+            .spec
+            .textual
+            .file(&self.spec.name, "textual", precision)?;
         verify(f)?;
         Ok(f)
     }
@@ -304,19 +340,31 @@ impl Bundle {
 /// modification time; any change to the file makes it hashed again.
 fn verify(f: &ModelFile) -> Result<(), BundleError> {
     if !f.path.is_file() {
-        return Err(BundleError::MissingFile { path: f.path.clone(), what: "ONNX graph".into() });
+        return Err(BundleError::MissingFile {
+            path: f.path.clone(),
+            what: "ONNX graph".into(),
+        });
     }
-    let Some(expected) = &f.sha256 else { return Ok(()) };
+    let Some(expected) = &f.sha256 else {
+        return Ok(());
+    };
     let actual = file_sha256(&f.path)?;
     if !actual.eq_ignore_ascii_case(expected) {
-        return Err(BundleError::ChecksumMismatch { path: f.path.clone(), expected: expected.clone(), actual });
+        return Err(BundleError::ChecksumMismatch {
+            path: f.path.clone(),
+            expected: expected.clone(),
+            actual,
+        });
     }
     Ok(())
 }
 
 /// sha256 (hex) of a file, memoised on disk by (path, size, mtime).
 pub fn file_sha256(path: &Path) -> Result<String, BundleError> {
-    let io = |source| BundleError::Io { path: path.to_path_buf(), source };
+    let io = |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io)?;
     let mtime = meta
         .modified()
@@ -324,7 +372,12 @@ pub fn file_sha256(path: &Path) -> Result<String, BundleError> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let memo_key = hex::encode(Sha256::digest(format!("{}\0{}\0{}", path.display(), meta.len(), mtime)));
+    let memo_key = hex::encode(Sha256::digest(format!(
+        "{}\0{}\0{}",
+        path.display(),
+        meta.len(),
+        mtime
+    )));
     let memo = edgeclip_home().join("verified").join(&memo_key[..32]);
     if let Ok(s) = fs::read_to_string(&memo) {
         if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -350,19 +403,27 @@ pub fn file_sha256(path: &Path) -> Result<String, BundleError> {
 }
 
 fn read_text(path: &Path) -> Result<String, BundleError> {
-    fs::read_to_string(path).map_err(|source| BundleError::Io { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn require(path: PathBuf, what: &str) -> Result<PathBuf, BundleError> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(BundleError::MissingFile { path, what: what.to_string() })
+        Err(BundleError::MissingFile {
+            path,
+            what: what.to_string(),
+        })
     }
 }
 
 fn dir_name(root: &Path) -> String {
-    root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
 }
 
 /// The edgeclip `manifest.toml` layout.
@@ -419,17 +480,25 @@ mod manifest {
     pub(super) fn read(root: &Path) -> Result<ModelSpec, BundleError> {
         let path = root.join("manifest.toml");
         let text = read_text(&path)?;
-        let m: Manifest =
-            toml::from_str(&text).map_err(|e| BundleError::Parse { path: path.clone(), message: e.to_string() })?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| BundleError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         if m.format != 1 {
             return Err(BundleError::Parse {
                 path,
-                message: format!("manifest format {} is not supported (this edgeclip reads format 1)", m.format),
+                message: format!(
+                    "manifest format {} is not supported (this edgeclip reads format 1)",
+                    m.format
+                ),
             });
         }
         let tok_file = require(root.join(&m.tokenizer.file), "tokenizer vocabulary")?;
         let tokenizer = match m.tokenizer.kind.as_str() {
-            "clip-bpe" => TokenizerSpec::ClipBpe { file: tok_file, context_length: m.tokenizer.context_length },
+            "clip-bpe" => TokenizerSpec::ClipBpe {
+                file: tok_file,
+                context_length: m.tokenizer.context_length,
+            },
             "hf-json" | "wordpiece" => TokenizerSpec::HfJson {
                 file: tok_file,
                 context_length: m.tokenizer.context_length,
@@ -438,7 +507,9 @@ mod manifest {
             other => {
                 return Err(BundleError::Parse {
                     path,
-                    message: format!("tokenizer kind '{other}' unknown (expected clip-bpe or hf-json)"),
+                    message: format!(
+                        "tokenizer kind '{other}' unknown (expected clip-bpe or hf-json)"
+                    ),
                 })
             }
         };
@@ -452,9 +523,23 @@ mod manifest {
                         let notes = f
                             .notes
                             .into_iter()
-                            .map(|(k, v)| (k, v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                            .map(|(k, v)| {
+                                (
+                                    k,
+                                    v.as_str()
+                                        .map(str::to_string)
+                                        .unwrap_or_else(|| v.to_string()),
+                                )
+                            })
                             .collect();
-                        (p, ModelFile { path: root.join(f.file), sha256: Some(f.sha256), notes })
+                        (
+                            p,
+                            ModelFile {
+                                path: root.join(f.file),
+                                sha256: Some(f.sha256),
+                                notes,
+                            },
+                        )
                     })
                 })
                 .collect(),
@@ -476,20 +561,37 @@ mod manifest {
 
 fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, BundleError> {
     let text = read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| BundleError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| BundleError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 fn onnx_files(dir: &Path, stem: &str) -> BTreeMap<Precision, ModelFile> {
     let mut files = BTreeMap::new();
     let fp32 = dir.join(format!("{stem}.onnx"));
     if fp32.is_file() {
-        files.insert(Precision::Fp32, ModelFile { path: fp32, sha256: None, notes: BTreeMap::new() });
+        files.insert(
+            Precision::Fp32,
+            ModelFile {
+                path: fp32,
+                sha256: None,
+                notes: BTreeMap::new(),
+            },
+        );
     }
     // transformers.js names its dynamic-int8 export `_quantized`; `_int8` is the other common spelling.
     for suffix in ["quantized", "int8"] {
         let p = dir.join(format!("{stem}_{suffix}.onnx"));
         if p.is_file() {
-            files.insert(Precision::Int8, ModelFile { path: p, sha256: None, notes: BTreeMap::new() });
+            files.insert(
+                Precision::Int8,
+                ModelFile {
+                    path: p,
+                    sha256: None,
+                    notes: BTreeMap::new(),
+                },
+            );
             break;
         }
     }
@@ -555,7 +657,14 @@ mod hf {
             parse_json(&pp_path)?
         } else {
             inferred.push("preprocessing: no preprocessor_config.json, CLIP defaults used".into());
-            Preproc { size: None, crop_size: None, resample: None, image_mean: None, image_std: None, do_center_crop: None }
+            Preproc {
+                size: None,
+                crop_size: None,
+                resample: None,
+                image_mean: None,
+                image_std: None,
+                do_center_crop: None,
+            }
         };
         let image_size = pp
             .crop_size
@@ -566,15 +675,27 @@ mod hf {
         let resize_to = pp.size.as_ref().and_then(size_of).unwrap_or(image_size);
         let preprocess = PreprocessSpec {
             image_size,
-            resize: if pp.do_center_crop == Some(false) { ResizeMode::Squash } else { ResizeMode::ShortestSide },
+            resize: if pp.do_center_crop == Some(false) {
+                ResizeMode::Squash
+            } else {
+                ResizeMode::ShortestSide
+            },
             resize_to,
             // PIL codes: 2 = bilinear, 3 = bicubic (CLIP's).
-            interpolation: if pp.resample == Some(2) { Interpolation::Bilinear } else { Interpolation::Bicubic },
+            interpolation: if pp.resample == Some(2) {
+                Interpolation::Bilinear
+            } else {
+                Interpolation::Bicubic
+            },
             mean: pp.image_mean.unwrap_or(CLIP_MEAN),
             std: pp.image_std.unwrap_or(CLIP_STD),
         };
         let tok = require(root.join("tokenizer.json"), "tokenizer")?;
-        let context_length = config.text_config.as_ref().and_then(|t| t.max_position_embeddings).unwrap_or(77);
+        let context_length = config
+            .text_config
+            .as_ref()
+            .and_then(|t| t.max_position_embeddings)
+            .unwrap_or(77);
         let embedding_dim = config.projection_dim.unwrap_or_else(|| {
             inferred.push("embedding_dim: not in config.json, assumed 512".into());
             512
@@ -583,11 +704,23 @@ mod hf {
             "logit_scale: {CLIP_TRAINED_LOGIT_SCALE} (OpenAI CLIP's trained value; config.json only holds the initial one)"
         ));
         let onnx = root.join("onnx");
-        let visual = TowerSpec { input: None, output: Some("image_embeds".into()), files: onnx_files(&onnx, "vision_model") };
-        let textual = TowerSpec { input: None, output: Some("text_embeds".into()), files: onnx_files(&onnx, "text_model") };
+        let visual = TowerSpec {
+            input: None,
+            output: Some("image_embeds".into()),
+            files: onnx_files(&onnx, "vision_model"),
+        };
+        let textual = TowerSpec {
+            input: None,
+            output: Some("text_embeds".into()),
+            files: onnx_files(&onnx, "text_model"),
+        };
         if visual.files.is_empty() || textual.files.is_empty() {
             return Err(BundleError::MissingFile {
-                path: onnx.join(if visual.files.is_empty() { "vision_model.onnx" } else { "text_model.onnx" }),
+                path: onnx.join(if visual.files.is_empty() {
+                    "vision_model.onnx"
+                } else {
+                    "text_model.onnx"
+                }),
                 what: "tower graph".into(),
             });
         }
@@ -648,7 +781,10 @@ mod openclip {
             .as_u64()
             .or_else(|| pp.size.get(0).and_then(|v| v.as_u64()))
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| BundleError::Parse { path: pp_path.clone(), message: "size: expected n or [h, w]".into() })?;
+            .ok_or_else(|| BundleError::Parse {
+                path: pp_path.clone(),
+                message: "size: expected n or [h, w]".into(),
+            })?;
         let preprocess = PreprocessSpec {
             image_size: size,
             resize: match pp.resize_mode.as_deref() {
@@ -663,9 +799,15 @@ mod openclip {
             mean: pp.mean.unwrap_or(CLIP_MEAN),
             std: pp.std.unwrap_or(CLIP_STD),
         };
-        inferred.push(format!("logit_scale: {CLIP_TRAINED_LOGIT_SCALE} (open_clip exports do not record it)"));
+        inferred.push(format!(
+            "logit_scale: {CLIP_TRAINED_LOGIT_SCALE} (open_clip exports do not record it)"
+        ));
         let tok = require(root.join("textual").join("tokenizer.json"), "tokenizer")?;
-        let tower = |dir: &str| TowerSpec { input: None, output: None, files: onnx_files(&root.join(dir), "model") };
+        let tower = |dir: &str| TowerSpec {
+            input: None,
+            output: None,
+            files: onnx_files(&root.join(dir), "model"),
+        };
         Ok(ModelSpec {
             name: dir_name(root),
             architecture: "open_clip".into(),
@@ -744,7 +886,11 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         assert!(matches!(err, BundleError::ChecksumMismatch { .. }), "{err}");
         assert!(err.to_string().contains("models/prepare"));
         let err = b.visual_file(Precision::Int8).unwrap_err();
-        assert!(err.to_string().contains("no visual tower in int8; available: fp32"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no visual tower in int8; available: fp32"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -756,14 +902,20 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         // Same size, new content: the memo must not hide the corruption.
         std::thread::sleep(std::time::Duration::from_millis(20));
         write(tmp.path(), "visual.onnx", "NOT really onnx");
-        assert!(matches!(b.visual_file(Precision::Fp32), Err(BundleError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            b.visual_file(Precision::Fp32),
+            Err(BundleError::ChecksumMismatch { .. })
+        ));
     }
 
     #[test]
     fn missing_and_unknown_bundles_say_what_to_do() {
         let tmp = tempfile::tempdir().unwrap();
         let err = Bundle::open("no-such-model").unwrap_err();
-        assert!(err.to_string().contains("models/prepare no-such-model"), "{err}");
+        assert!(
+            err.to_string().contains("models/prepare no-such-model"),
+            "{err}"
+        );
         let err = Bundle::open(tmp.path().to_str().unwrap()).unwrap_err();
         assert!(matches!(err, BundleError::UnknownLayout { .. }));
         tiny_bundle(tmp.path());
@@ -779,7 +931,11 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
     #[test]
     fn hf_layout_is_inferred() {
         let tmp = tempfile::tempdir().unwrap();
-        write(tmp.path(), "config.json", r#"{"projection_dim": 512, "model_type": "clip", "text_config": {"max_position_embeddings": 77}}"#);
+        write(
+            tmp.path(),
+            "config.json",
+            r#"{"projection_dim": 512, "model_type": "clip", "text_config": {"max_position_embeddings": 77}}"#,
+        );
         write(
             tmp.path(),
             "preprocessor_config.json",
@@ -801,7 +957,11 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
     #[test]
     fn openclip_layout_is_inferred() {
         let tmp = tempfile::tempdir().unwrap();
-        write(tmp.path(), "config.json", r#"{"embed_dim": 512, "text_cfg": {"context_length": 77}}"#);
+        write(
+            tmp.path(),
+            "config.json",
+            r#"{"embed_dim": 512, "text_cfg": {"context_length": 77}}"#,
+        );
         write(
             tmp.path(),
             "visual/preprocess_cfg.json",

@@ -47,7 +47,10 @@ pub struct CacheKey {
 
 impl CacheKey {
     fn text(&self) -> String {
-        format!("model={} tokenizer={} dim={}", self.model_sha256, self.tokenizer, self.dim)
+        format!(
+            "model={} tokenizer={} dim={}",
+            self.model_sha256, self.tokenizer, self.dim
+        )
     }
 
     fn file_name(&self) -> String {
@@ -89,17 +92,35 @@ impl EmbeddingCache {
             Ok(bytes) => read_records(&bytes, &key),
         };
         match state {
-            CacheState::Foreign => log::warn!("{}: written for another model or format; rebuilding", path.display()),
+            CacheState::Foreign => log::warn!(
+                "{}: written for another model or format; rebuilding",
+                path.display()
+            ),
             CacheState::Repaired => {
-                log::warn!("{}: damaged after {} good entries; cut there", path.display(), entries.len());
+                log::warn!(
+                    "{}: damaged after {} good entries; cut there",
+                    path.display(),
+                    entries.len()
+                );
                 // Cutting the tail lets new appends follow the last good record.
-                if let Err(e) = OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good_len as u64)) {
+                if let Err(e) = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(good_len as u64))
+                {
                     log::warn!("{}: could not cut the damaged tail: {e}", path.display());
                 }
             }
             _ => {}
         }
-        EmbeddingCache { path, key, entries, state, writer: None, write_failed: false }
+        EmbeddingCache {
+            path,
+            key,
+            entries,
+            state,
+            writer: None,
+            write_failed: false,
+        }
     }
 
     /// Where the cache lives.
@@ -136,7 +157,10 @@ impl EmbeddingCache {
             self.append(prompt, &embedding).map_err(|source| {
                 self.write_failed = true;
                 self.writer = None;
-                CacheError::Io { path: self.path.clone(), source }
+                CacheError::Io {
+                    path: self.path.clone(),
+                    source,
+                }
             })
         };
         self.entries.insert(prompt.to_string(), embedding);
@@ -203,7 +227,12 @@ fn read_records(bytes: &[u8], key: &CacheKey) -> (HashMap<String, Embedding>, Ca
     let mut good = expected.len();
     let rec_tail = 4 * key.dim + 4;
     while !r.is_empty() {
-        let Some(len) = r.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize) else { break };
+        let Some(len) = r
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            break;
+        };
         if len > MAX_PROMPT_BYTES || r.len() < 4 + len + rec_tail {
             break;
         }
@@ -213,7 +242,9 @@ fn read_records(bytes: &[u8], key: &CacheKey) -> (HashMap<String, Embedding>, Ca
         if crc32fast::hash(body) != crc {
             break;
         }
-        let Ok(prompt) = std::str::from_utf8(&body[4..4 + len]) else { break };
+        let Ok(prompt) = std::str::from_utf8(&body[4..4 + len]) else {
+            break;
+        };
         let values: Vec<f32> = body[4 + len..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -222,7 +253,11 @@ fn read_records(bytes: &[u8], key: &CacheKey) -> (HashMap<String, Embedding>, Ca
         r = &r[4 + len + rec_tail..];
         good += 4 + len + rec_tail;
     }
-    let state = if r.is_empty() { CacheState::Intact } else { CacheState::Repaired };
+    let state = if r.is_empty() {
+        CacheState::Intact
+    } else {
+        CacheState::Repaired
+    };
     (entries, state, good)
 }
 
@@ -231,7 +266,11 @@ mod tests {
     use super::*;
 
     fn key(model: &str) -> CacheKey {
-        CacheKey { model_sha256: model.into(), tokenizer: "clip-bpe:abc".into(), dim: 3 }
+        CacheKey {
+            model_sha256: model.into(),
+            tokenizer: "clip-bpe:abc".into(),
+            dim: 3,
+        }
     }
 
     fn emb(x: f32) -> Embedding {

@@ -23,10 +23,16 @@ pub struct LabelMatrix {
 impl LabelMatrix {
     /// Builds the matrix; every embedding must have length `dim`.
     pub fn new(names: Vec<String>, embeddings: &[Embedding], dim: usize) -> Option<LabelMatrix> {
-        if names.len() != embeddings.len() || names.is_empty() || embeddings.iter().any(|e| e.as_slice().len() != dim) {
+        if names.len() != embeddings.len()
+            || names.is_empty()
+            || embeddings.iter().any(|e| e.as_slice().len() != dim)
+        {
             return None;
         }
-        let rows = embeddings.iter().flat_map(|e| e.as_slice().iter().copied()).collect();
+        let rows = embeddings
+            .iter()
+            .flat_map(|e| e.as_slice().iter().copied())
+            .collect();
         Some(LabelMatrix { names, dim, rows })
     }
 
@@ -48,7 +54,12 @@ impl LabelMatrix {
     /// Cosine of `image` with every label, written into `out`.
     fn cosines_into(&self, image: &Embedding, out: &mut Vec<f32>) {
         out.clear();
-        out.extend(self.rows.chunks_exact(self.dim).map(|row| row.iter().zip(image.as_slice()).map(|(a, b)| a * b).sum::<f32>()));
+        out.extend(self.rows.chunks_exact(self.dim).map(|row| {
+            row.iter()
+                .zip(image.as_slice())
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+        }));
     }
 }
 
@@ -100,7 +111,10 @@ pub struct Classifier {
 impl Classifier {
     /// A classifier with the model's logit scale.
     pub fn new(matrix: LabelMatrix, logit_scale: f32) -> Classifier {
-        Classifier { matrix, logit_scale }
+        Classifier {
+            matrix,
+            logit_scale,
+        }
     }
 
     /// The labels.
@@ -114,7 +128,10 @@ impl Classifier {
         self.matrix.cosines_into(image, &mut cosines);
         let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         // Subtracting the max keeps exp() finite whatever the scale.
-        let mut probs: Vec<f32> = cosines.iter().map(|c| ((c - max) * self.logit_scale).exp()).collect();
+        let mut probs: Vec<f32> = cosines
+            .iter()
+            .map(|c| ((c - max) * self.logit_scale).exp())
+            .collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         Scores { probs, cosines }
@@ -127,11 +144,18 @@ impl Classifier {
         let top: Vec<LabelScore> = ranking
             .iter()
             .take(top_k.max(1))
-            .map(|&i| LabelScore { label: self.matrix.names[i].clone(), score: scores.probs[i] })
+            .map(|&i| LabelScore {
+                label: self.matrix.names[i].clone(),
+                score: scores.probs[i],
+            })
             .collect();
         let best = &top[0];
         Prediction {
-            label: if best.score >= threshold { best.label.clone() } else { UNKNOWN.to_string() },
+            label: if best.score >= threshold {
+                best.label.clone()
+            } else {
+                UNKNOWN.to_string()
+            },
             score: best.score,
             top,
         }
@@ -149,7 +173,11 @@ mod tests {
     fn classifier(scale: f32) -> Classifier {
         let m = LabelMatrix::new(
             vec!["cat".into(), "dog".into(), "car".into()],
-            &[e(&[1.0, 0.0, 0.0]), e(&[0.9, 0.1, 0.0]), e(&[0.0, 0.0, 1.0])],
+            &[
+                e(&[1.0, 0.0, 0.0]),
+                e(&[0.9, 0.1, 0.0]),
+                e(&[0.0, 0.0, 1.0]),
+            ],
             3,
         )
         .unwrap();
@@ -180,9 +208,17 @@ mod tests {
         assert!((sharp.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert!(sharp.probs[0] > 0.95, "{:?}", sharp.probs);
         // Without the scale the same cosines are nearly uniform: the known pitfall.
-        assert!(flat.probs.iter().all(|&p| (p - 1.0 / 3.0).abs() < 0.02), "{:?}", flat.probs);
+        assert!(
+            flat.probs.iter().all(|&p| (p - 1.0 / 3.0).abs() < 0.02),
+            "{:?}",
+            flat.probs
+        );
         // Reference: softmax(100 * cos) computed directly in f64.
-        let z: f64 = sharp.cosines.iter().map(|&x| (100.0 * x as f64).exp()).sum();
+        let z: f64 = sharp
+            .cosines
+            .iter()
+            .map(|&x| (100.0 * x as f64).exp())
+            .sum();
         for (p, &x) in sharp.probs.iter().zip(&sharp.cosines) {
             assert!((*p as f64 - (100.0 * x as f64).exp() / z).abs() < 1e-5);
         }

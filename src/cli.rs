@@ -204,7 +204,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
     match cli.command {
-        Command::Bench { iterations, ref image } => bench(g, iterations.max(1), image),
+        Command::Bench {
+            iterations,
+            ref image,
+        } => bench(g, iterations.max(1), image),
         Command::Inspect { model } => inspect(model.as_deref().unwrap_or(&g.model)),
         Command::Tokenize { texts } => {
             let engine = open_engine(g)?;
@@ -231,12 +234,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let (mut done, mut skipped) = (0usize, 0usize);
             for frame in PathSource::new(&paths) {
                 let result = frame.map_err(anyhow::Error::from).and_then(|f| {
-                    let e = engine.embed_image_bytes(&f.bytes).with_context(|| f.source.clone())?;
+                    let e = engine
+                        .embed_image_bytes(&f.bytes)
+                        .with_context(|| f.source.clone())?;
                     Ok((f.source, e))
                 });
                 match result {
                     Ok((source, e)) => {
-                        writeln!(out, "{}", json!({"source": source, "embedding": e.as_slice()}))?;
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"source": source, "embedding": e.as_slice()})
+                        )?;
                         done += 1;
                     }
                     Err(e) => {
@@ -246,12 +255,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             eprintln!("embedded {done}, skipped {skipped}");
-            Ok(if done > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if done > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Classify { ref labels, top_k, threshold, format, ref paths } => {
-            classify(g, labels, top_k, threshold, format, paths)
-        }
-        Command::Eval { ref dir, ref split, per_class, ref classes, ref label_map, templates, json } => {
+        Command::Classify {
+            ref labels,
+            top_k,
+            threshold,
+            format,
+            ref paths,
+        } => classify(g, labels, top_k, threshold, format, paths),
+        Command::Eval {
+            ref dir,
+            ref split,
+            per_class,
+            ref classes,
+            ref label_map,
+            templates,
+            json,
+        } => {
             let sel = Selection {
                 split: split.clone(),
                 per_class,
@@ -270,7 +295,11 @@ fn open_engine(g: &Global) -> Result<Engine> {
     let bundle = Bundle::open(&g.model)?;
     let options = EngineOptions {
         precision: g.precision.into(),
-        cache_dir: if g.no_cache { None } else { Some(default_cache_dir()) },
+        cache_dir: if g.no_cache {
+            None
+        } else {
+            Some(default_cache_dir())
+        },
     };
     Ok(Engine::open(bundle, &options)?)
 }
@@ -344,19 +373,41 @@ fn classify(
                 )?;
             }
             Format::Text => {
-                let others: Vec<String> =
-                    p.top.iter().skip(1).map(|s| format!("{} {:.3}", s.label, s.score)).collect();
-                writeln!(out, "{}: {} ({:.3})  [{}]  {:.0} ms", frame.source, p.label, p.score, others.join(", "), ms)?;
+                let others: Vec<String> = p
+                    .top
+                    .iter()
+                    .skip(1)
+                    .map(|s| format!("{} {:.3}", s.label, s.score))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}: {} ({:.3})  [{}]  {:.0} ms",
+                    frame.source,
+                    p.label,
+                    p.score,
+                    others.join(", "),
+                    ms
+                )?;
             }
         }
         done += 1;
     }
     out.flush()?;
     eprintln!("classified {done}, skipped {skipped}");
-    Ok(if done > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if done > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn eval(g: &Global, dir: &std::path::Path, sel: &Selection, templates: TemplateSet, as_json: bool) -> Result<ExitCode> {
+fn eval(
+    g: &Global,
+    dir: &std::path::Path,
+    sel: &Selection,
+    templates: TemplateSet,
+    as_json: bool,
+) -> Result<ExitCode> {
     let data = Dataset::scan(dir, sel)?;
     let labels = LabelSet::from_names(data.labels.clone(), templates, &dir.display().to_string());
     let mut engine = open_engine(g)?;
@@ -416,7 +467,13 @@ fn eval(g: &Global, dir: &std::path::Path, sel: &Selection, templates: TemplateS
                 .as_ref()
                 .map(|(l, n)| format!("  → {l} ×{n}"))
                 .unwrap_or_default();
-            println!("  {:>6.1} %  {:>5}  {}{}", 100.0 * c.top1, c.count, c.label, confused);
+            println!(
+                "  {:>6.1} %  {:>5}  {}{}",
+                100.0 * c.top1,
+                c.count,
+                c.label,
+                confused
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -437,18 +494,35 @@ fn inspect(model: &str) -> Result<ExitCode> {
         p.resize, p.resize_to, p.image_size, p.image_size, p.interpolation, p.mean, p.std
     );
     match &s.tokenizer {
-        TokenizerSpec::ClipBpe { file, context_length } => {
-            println!("tokenizer     CLIP BPE {} (context {context_length})", file.display())
+        TokenizerSpec::ClipBpe {
+            file,
+            context_length,
+        } => {
+            println!(
+                "tokenizer     CLIP BPE {} (context {context_length})",
+                file.display()
+            )
         }
-        TokenizerSpec::HfJson { file, context_length, .. } => {
-            println!("tokenizer     tokenizer.json {} (context {context_length})", file.display())
+        TokenizerSpec::HfJson {
+            file,
+            context_length,
+            ..
+        } => {
+            println!(
+                "tokenizer     tokenizer.json {} (context {context_length})",
+                file.display()
+            )
         }
     }
     let mut ok = true;
     for (tower, spec) in [("visual", &s.visual), ("textual", &s.textual)] {
         for (precision, f) in &spec.files {
             let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
-            let check = match if tower == "visual" { bundle.visual_file(*precision) } else { bundle.textual_file(*precision) } {
+            let check = match if tower == "visual" {
+                bundle.visual_file(*precision)
+            } else {
+                bundle.textual_file(*precision)
+            } {
                 Ok(_) if f.sha256.is_some() => "sha256 ok".to_string(),
                 Ok(_) => "no checksum recorded".to_string(),
                 Err(e) => {
@@ -469,7 +543,11 @@ fn inspect(model: &str) -> Result<ExitCode> {
     for note in &s.inferred {
         println!("inferred      {note}");
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// min / median / p90 of `n` timed runs of `f` after 3 warm-up runs, in milliseconds.

@@ -92,7 +92,9 @@ pub fn set_threads(n: usize) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if n > 1 {
-            tract_linalg::multithread::set_default_executor(tract_linalg::multithread::Executor::multithread(n));
+            tract_linalg::multithread::set_default_executor(
+                tract_linalg::multithread::Executor::multithread(n),
+            );
         }
     });
     log::info!("backend: tract (CPU), {n} thread(s)");
@@ -100,7 +102,9 @@ pub fn set_threads(n: usize) {
 
 /// Number of threads to use by default: all cores.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// One optimised graph with a single embedding output.
@@ -153,7 +157,10 @@ impl Graph {
                 return Err(EncoderError::Load {
                     path: path.display().to_string(),
                     tower,
-                    message: format!("unexpected graph input '{name}' (inputs: {})", names.join(", ")),
+                    message: format!(
+                        "unexpected graph input '{name}' (inputs: {})",
+                        names.join(", ")
+                    ),
                 });
             };
             model.set_input_fact(ix, fact_for(feed)).map_err(err)?;
@@ -163,30 +170,50 @@ impl Graph {
             return Err(EncoderError::Load {
                 path: path.display().to_string(),
                 tower,
-                message: format!("an image tower takes one input, this one takes {}", feeds.len()),
+                message: format!(
+                    "an image tower takes one input, this one takes {}",
+                    feeds.len()
+                ),
             });
         }
         match output_name {
             Some(name) => model.select_outputs_by_name([name]).map_err(err)?,
             None => {
-                let first = *model.output_outlets().map_err(err)?.first().ok_or_else(|| EncoderError::Load {
-                    path: path.display().to_string(),
-                    tower,
-                    message: "graph has no output".into(),
-                })?;
+                let first = *model
+                    .output_outlets()
+                    .map_err(err)?
+                    .first()
+                    .ok_or_else(|| EncoderError::Load {
+                        path: path.display().to_string(),
+                        tower,
+                        message: "graph has no output".into(),
+                    })?;
                 model.select_output_outlets(&[first]).map_err(err)?;
             }
         }
-        let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
+        let plan = model
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
         Ok((Graph { plan, tower }, feeds))
     }
 
     fn run(&self, inputs: TVec<TValue>) -> Result<Vec<f32>, EncoderError> {
-        let out = self.plan.run(inputs).map_err(|e| EncoderError::Run { tower: self.tower, message: format!("{e:#}") })?;
-        let t = out.first().ok_or_else(|| EncoderError::BadOutput { tower: self.tower, what: "no output".into() })?;
+        let out = self.plan.run(inputs).map_err(|e| EncoderError::Run {
+            tower: self.tower,
+            message: format!("{e:#}"),
+        })?;
+        let t = out.first().ok_or_else(|| EncoderError::BadOutput {
+            tower: self.tower,
+            what: "no output".into(),
+        })?;
         let view = t
             .to_plain_array_view::<f32>()
-            .map_err(|e| EncoderError::BadOutput { tower: self.tower, what: format!("a non-f32 output: {e}") })?;
+            .map_err(|e| EncoderError::BadOutput {
+                tower: self.tower,
+                what: format!("a non-f32 output: {e}"),
+            })?;
         Ok(view.iter().copied().collect())
     }
 
@@ -195,10 +222,16 @@ impl Graph {
         if v.len() != dim {
             return Err(EncoderError::BadOutput {
                 tower: self.tower,
-                what: format!("{} values where the bundle says the embedding has {dim}", v.len()),
+                what: format!(
+                    "{} values where the bundle says the embedding has {dim}",
+                    v.len()
+                ),
             });
         }
-        Embedding::normalised(v).ok_or(EncoderError::BadOutput { tower: self.tower, what: "a zero or non-finite vector".into() })
+        Embedding::normalised(v).ok_or(EncoderError::BadOutput {
+            tower: self.tower,
+            what: "a zero or non-finite vector".into(),
+        })
     }
 }
 
@@ -215,11 +248,22 @@ impl ImageEncoder {
         let spec = &bundle.spec;
         let file = bundle.visual_file(precision)?;
         let size = spec.preprocess.image_size as usize;
-        let (graph, _) = Graph::load(&file.path, "visual", spec.visual.input.as_deref(), spec.visual.output.as_deref(), |_| {
-            f32::fact([1, 3, size, size]).into()
-        })?;
-        log::info!("visual tower: {} ({precision}, tract CPU)", file.path.display());
-        Ok(ImageEncoder { graph, size, dim: spec.embedding_dim })
+        let (graph, _) = Graph::load(
+            &file.path,
+            "visual",
+            spec.visual.input.as_deref(),
+            spec.visual.output.as_deref(),
+            |_| f32::fact([1, 3, size, size]).into(),
+        )?;
+        log::info!(
+            "visual tower: {} ({precision}, tract CPU)",
+            file.path.display()
+        );
+        Ok(ImageEncoder {
+            graph,
+            size,
+            dim: spec.embedding_dim,
+        })
     }
 
     /// Number of f32 values [`ImageEncoder::encode`] takes (3 × size × size).
@@ -229,9 +273,11 @@ impl ImageEncoder {
 
     /// Embeds one preprocessed image (CHW, normalised as the bundle says).
     pub fn encode(&self, pixels: &[f32]) -> Result<Embedding, EncoderError> {
-        let t = Tensor::from_shape(&[1, 3, self.size, self.size], pixels).map_err(|e| EncoderError::Run {
-            tower: "visual",
-            message: format!("input of {} values: {e}", pixels.len()),
+        let t = Tensor::from_shape(&[1, 3, self.size, self.size], pixels).map_err(|e| {
+            EncoderError::Run {
+                tower: "visual",
+                message: format!("input of {} values: {e}", pixels.len()),
+            }
         })?;
         self.graph.embedding(tvec!(t.into()), self.dim)
     }
@@ -247,14 +293,30 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// Loads the bundle's text tower at `precision` for sequences of `context_length`.
-    pub fn load(bundle: &Bundle, precision: Precision, context_length: usize) -> Result<TextEncoder, EncoderError> {
+    pub fn load(
+        bundle: &Bundle,
+        precision: Precision,
+        context_length: usize,
+    ) -> Result<TextEncoder, EncoderError> {
         let spec = &bundle.spec;
         let file = bundle.textual_file(precision)?;
-        let (graph, feeds) = Graph::load(&file.path, "textual", spec.textual.input.as_deref(), spec.textual.output.as_deref(), |_| {
-            i64::fact([1, context_length]).into()
-        })?;
-        log::info!("textual tower: {} ({precision}, tract CPU)", file.path.display());
-        Ok(TextEncoder { graph, feeds, context_length, dim: spec.embedding_dim })
+        let (graph, feeds) = Graph::load(
+            &file.path,
+            "textual",
+            spec.textual.input.as_deref(),
+            spec.textual.output.as_deref(),
+            |_| i64::fact([1, context_length]).into(),
+        )?;
+        log::info!(
+            "textual tower: {} ({precision}, tract CPU)",
+            file.path.display()
+        );
+        Ok(TextEncoder {
+            graph,
+            feeds,
+            context_length,
+            dim: spec.embedding_dim,
+        })
     }
 
     /// Embeds one tokenised text.
@@ -273,8 +335,10 @@ impl TextEncoder {
                 Feed::AttentionMask => tokens.attention_mask.clone(),
                 Feed::TokenTypeIds | Feed::Pixels => vec![0; n],
             };
-            let t = Tensor::from_shape(&[1, n], &values)
-                .map_err(|e| EncoderError::Run { tower: "textual", message: e.to_string() })?;
+            let t = Tensor::from_shape(&[1, n], &values).map_err(|e| EncoderError::Run {
+                tower: "textual",
+                message: e.to_string(),
+            })?;
             inputs.push(t.into());
         }
         self.graph.embedding(inputs, self.dim)

@@ -50,7 +50,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { precision: Precision::Fp32, cache_dir: Some(default_cache_dir()) }
+        EngineOptions {
+            precision: Precision::Fp32,
+            cache_dir: Some(default_cache_dir()),
+        }
     }
 }
 
@@ -83,10 +86,15 @@ pub struct Engine {
 /// Builds the tokenizer a bundle asks for.
 pub fn load_tokenizer(spec: &TokenizerSpec) -> Result<Box<dyn Tokenizer>, TokenizerError> {
     Ok(match spec {
-        TokenizerSpec::ClipBpe { file, context_length } => Box::new(ClipBpe::from_file(file, *context_length)?),
-        TokenizerSpec::HfJson { file, context_length, pad_id } => {
-            Box::new(HfTokenizer::from_file(file, *context_length, *pad_id)?)
-        }
+        TokenizerSpec::ClipBpe {
+            file,
+            context_length,
+        } => Box::new(ClipBpe::from_file(file, *context_length)?),
+        TokenizerSpec::HfJson {
+            file,
+            context_length,
+            pad_id,
+        } => Box::new(HfTokenizer::from_file(file, *context_length, *pad_id)?),
     })
 }
 
@@ -138,9 +146,14 @@ impl Engine {
         if self.image.is_none() {
             let t = Instant::now();
             self.image = Some(ImageEncoder::load(&self.bundle, self.precision)?);
-            log::debug!("image tower ready in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            log::debug!(
+                "image tower ready in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
-        self.image.as_ref().ok_or_else(|| unreachable_tower("visual"))
+        self.image
+            .as_ref()
+            .ok_or_else(|| unreachable_tower("visual"))
     }
 
     fn text_tower(&mut self) -> Result<&TextEncoder, EngineError> {
@@ -148,9 +161,14 @@ impl Engine {
             let t = Instant::now();
             let n = self.tokenizer.context_length();
             self.text = Some(TextEncoder::load(&self.bundle, self.precision, n)?);
-            log::debug!("text tower ready in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            log::debug!(
+                "text tower ready in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
-        self.text.as_ref().ok_or_else(|| unreachable_tower("textual"))
+        self.text
+            .as_ref()
+            .ok_or_else(|| unreachable_tower("textual"))
     }
 
     /// Embeds one text through the text tower, bypassing the cache.
@@ -201,14 +219,19 @@ impl Engine {
             })?;
             rows.push(mean);
         }
-        let matrix = LabelMatrix::new(labels.names(), &rows, self.bundle.spec.embedding_dim).ok_or_else(|| {
-            EngineError::Label { label: labels.origin.clone(), reason: "no labels or mismatched embedding sizes".into() }
-        })?;
+        let matrix = LabelMatrix::new(labels.names(), &rows, self.bundle.spec.embedding_dim)
+            .ok_or_else(|| EngineError::Label {
+                label: labels.origin.clone(),
+                reason: "no labels or mismatched embedding sizes".into(),
+            })?;
         Ok((matrix, stats))
     }
 
     /// A classifier for `labels` with the bundle's logit scale.
-    pub fn classifier(&mut self, labels: &LabelSet) -> Result<(Classifier, EmbedStats), EngineError> {
+    pub fn classifier(
+        &mut self,
+        labels: &LabelSet,
+    ) -> Result<(Classifier, EmbedStats), EngineError> {
         let (m, stats) = self.label_matrix(labels, |_, _| {})?;
         Ok((Classifier::new(m, self.bundle.spec.logit_scale), stats))
     }
@@ -225,7 +248,10 @@ impl Engine {
         let n = 3 * (self.bundle.spec.preprocess.image_size as usize).pow(2);
         self.pixels.resize(n, 0.0);
         self.preprocessor.run_into(img, &mut self.pixels)?;
-        let tower = self.image.as_ref().ok_or_else(|| unreachable_tower("visual"))?;
+        let tower = self
+            .image
+            .as_ref()
+            .ok_or_else(|| unreachable_tower("visual"))?;
         Ok(tower.encode(&self.pixels)?)
     }
 
@@ -238,5 +264,8 @@ impl Engine {
 /// Only reachable if a tower slot is emptied between load and use, which nothing does;
 /// an error keeps that impossible case from being a panic.
 fn unreachable_tower(tower: &'static str) -> EngineError {
-    EngineError::Encoder(EncoderError::Run { tower, message: "tower not loaded".into() })
+    EngineError::Encoder(EncoderError::Run {
+        tower,
+        message: "tower not loaded".into(),
+    })
 }

@@ -74,7 +74,10 @@ pub fn folder_to_label(folder: &str) -> String {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io { path: path.to_path_buf(), source }
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads a label map: lines `folder = label text`, `#` comments.
@@ -101,7 +104,13 @@ impl Dataset {
     pub fn scan(root: &Path, sel: &Selection) -> Result<Dataset, EvalError> {
         let split: Option<HashSet<String>> = match &sel.split {
             None => None,
-            Some(p) => Some(std::fs::read_to_string(p).map_err(io(p))?.lines().map(|l| l.trim().to_string()).collect()),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(io(p))?
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .collect(),
+            ),
         };
         let mut classes: Vec<String> = std::fs::read_dir(root)
             .map_err(io(root))?
@@ -120,13 +129,18 @@ impl Dataset {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .filter(|p| {
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| crate::source::IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        crate::source::IMAGE_EXTENSIONS
+                            .iter()
+                            .any(|x| x.eq_ignore_ascii_case(e))
+                    })
                 })
                 .filter(|p| match &split {
                     None => true,
-                    Some(s) => p.file_name().and_then(|f| f.to_str()).is_some_and(|f| s.contains(&format!("{class}/{f}"))),
+                    Some(s) => p
+                        .file_name()
+                        .and_then(|f| f.to_str())
+                        .is_some_and(|f| s.contains(&format!("{class}/{f}"))),
                 })
                 .collect();
             files.sort();
@@ -141,11 +155,24 @@ impl Dataset {
             kept.push(class);
         }
         if kept.is_empty() {
-            return Err(EvalError::Empty { path: root.to_path_buf() });
+            return Err(EvalError::Empty {
+                path: root.to_path_buf(),
+            });
         }
-        let labels =
-            kept.iter().map(|c| sel.label_map.get(c).cloned().unwrap_or_else(|| folder_to_label(c))).collect();
-        Ok(Dataset { classes: kept, labels, samples })
+        let labels = kept
+            .iter()
+            .map(|c| {
+                sel.label_map
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| folder_to_label(c))
+            })
+            .collect();
+        Ok(Dataset {
+            classes: kept,
+            labels,
+            samples,
+        })
     }
 }
 
@@ -193,12 +220,20 @@ impl Tally {
     /// An empty tally over `labels`.
     pub fn new(labels: Vec<String>) -> Tally {
         let n = labels.len();
-        Tally { labels, confusion: vec![vec![0; n]; n], top5_hits: 0, images: 0, skipped: 0 }
+        Tally {
+            labels,
+            confusion: vec![vec![0; n]; n],
+            top5_hits: 0,
+            images: 0,
+            skipped: 0,
+        }
     }
 
     /// Records one image: its true class and the label ranking (best first).
     pub fn add(&mut self, truth: usize, ranking: &[usize]) {
-        let (Some(&best), Some(row)) = (ranking.first(), self.confusion.get_mut(truth)) else { return };
+        let (Some(&best), Some(row)) = (ranking.first(), self.confusion.get_mut(truth)) else {
+            return;
+        };
         if let Some(cell) = row.get_mut(best) {
             *cell += 1;
         }
@@ -230,11 +265,20 @@ impl Tally {
                     .filter(|&(j, &n)| j != i && n > 0)
                     .max_by_key(|&(j, &n)| (n, std::cmp::Reverse(j)))
                     .map(|(j, &n)| (self.labels[j].clone(), n));
-                ClassReport { label: label.clone(), count, top1: frac(row[i], count), most_confused_with: confused }
+                ClassReport {
+                    label: label.clone(),
+                    count,
+                    top1: frac(row[i], count),
+                    most_confused_with: confused,
+                }
             })
             .collect();
         let present: Vec<&ClassReport> = classes.iter().filter(|c| c.count > 0).collect();
-        let balanced = if present.is_empty() { 0.0 } else { present.iter().map(|c| c.top1).sum::<f64>() / present.len() as f64 };
+        let balanced = if present.is_empty() {
+            0.0
+        } else {
+            present.iter().map(|c| c.top1).sum::<f64>() / present.len() as f64
+        };
         Report {
             images: self.images,
             skipped: self.skipped,
@@ -271,7 +315,10 @@ mod tests {
     #[test]
     fn scan_applies_split_limit_and_label_map() {
         let dir = tempfile::tempdir().unwrap();
-        for (c, files) in [("car_side", ["a.jpg", "b.jpg", "c.jpg"]), ("Faces_easy", ["a.jpg", "b.png", "x.txt"])] {
+        for (c, files) in [
+            ("car_side", ["a.jpg", "b.jpg", "c.jpg"]),
+            ("Faces_easy", ["a.jpg", "b.png", "x.txt"]),
+        ] {
             std::fs::create_dir(dir.path().join(c)).unwrap();
             for f in files {
                 std::fs::write(dir.path().join(c).join(f), b"").unwrap();
@@ -301,6 +348,9 @@ mod tests {
         let p = dir.path().join("map.txt");
         std::fs::write(&p, "# map\ncar_side = car\nbroken line\n").unwrap();
         let err = read_label_map(&p).unwrap_err().to_string();
-        assert!(err.ends_with("map.txt:3: expected 'folder = label text'"), "{err}");
+        assert!(
+            err.ends_with("map.txt:3: expected 'folder = label text'"),
+            "{err}"
+        );
     }
 }

@@ -14,9 +14,11 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("edgeclip={level}")))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(format!("edgeclip={level}")),
+    )
+    .format_timestamp(None)
+    .init();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -12,7 +12,9 @@ pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// File extensions picked up when walking a directory (explicit files are tried whatever
 /// their name).
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "pnm", "ppm", "pgm"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "gif", "bmp", "tif", "tiff", "webp", "pnm", "ppm", "pgm",
+];
 
 /// One encoded image and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +56,9 @@ impl SourceError {
     /// The input the error is about.
     pub fn input(&self) -> &str {
         match self {
-            SourceError::Io { path, .. } | SourceError::TooLarge { path, .. } | SourceError::Empty { path } => path,
+            SourceError::Io { path, .. }
+            | SourceError::TooLarge { path, .. }
+            | SourceError::Empty { path } => path,
         }
     }
 }
@@ -87,13 +91,21 @@ impl PathSource {
                 inputs.push(Input::Stdin);
             } else if p.is_dir() {
                 let mut files = Vec::new();
-                for entry in walkdir::WalkDir::new(p).follow_links(true).sort_by_file_name() {
+                for entry in walkdir::WalkDir::new(p)
+                    .follow_links(true)
+                    .sort_by_file_name()
+                {
                     match entry {
-                        Ok(e) if e.file_type().is_file() && has_image_extension(e.path()) => files.push(e.into_path()),
+                        Ok(e) if e.file_type().is_file() && has_image_extension(e.path()) => {
+                            files.push(e.into_path())
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             let path = e.path().unwrap_or(p).display().to_string();
-                            inputs.push(Input::Failed(SourceError::Io { path, source: e.into() }));
+                            inputs.push(Input::Failed(SourceError::Io {
+                                path,
+                                source: e.into(),
+                            }));
                         }
                     }
                 }
@@ -102,7 +114,9 @@ impl PathSource {
                 inputs.push(Input::File(p.clone()));
             }
         }
-        PathSource { inputs: inputs.into_iter() }
+        PathSource {
+            inputs: inputs.into_iter(),
+        }
     }
 
     /// Number of inputs left.
@@ -116,12 +130,20 @@ fn read_limited(mut r: impl Read, path: &str) -> Result<Vec<u8>, SourceError> {
     r.by_ref()
         .take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| SourceError::Io { path: path.to_string(), source })?;
+        .map_err(|source| SourceError::Io {
+            path: path.to_string(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_IMAGE_BYTES {
-        return Err(SourceError::TooLarge { path: path.to_string(), size: bytes.len() as u64 });
+        return Err(SourceError::TooLarge {
+            path: path.to_string(),
+            size: bytes.len() as u64,
+        });
     }
     if bytes.is_empty() {
-        return Err(SourceError::Empty { path: path.to_string() });
+        return Err(SourceError::Empty {
+            path: path.to_string(),
+        });
     }
     Ok(bytes)
 }
@@ -132,13 +154,22 @@ impl Iterator for PathSource {
     fn next(&mut self) -> Option<Self::Item> {
         Some(match self.inputs.next()? {
             Input::Failed(e) => Err(e),
-            Input::Stdin => read_limited(std::io::stdin().lock(), "-").map(|bytes| Frame { source: "-".into(), bytes }),
+            Input::Stdin => read_limited(std::io::stdin().lock(), "-").map(|bytes| Frame {
+                source: "-".into(),
+                bytes,
+            }),
             Input::File(p) => {
                 let name = p.display().to_string();
                 fs::File::open(&p)
-                    .map_err(|source| SourceError::Io { path: name.clone(), source })
+                    .map_err(|source| SourceError::Io {
+                        path: name.clone(),
+                        source,
+                    })
                     .and_then(|f| read_limited(f, &name))
-                    .map(|bytes| Frame { source: name, bytes })
+                    .map(|bytes| Frame {
+                        source: name,
+                        bytes,
+                    })
             }
         })
     }
@@ -156,7 +187,9 @@ mod tests {
         fs::write(dir.path().join("a.png"), b"a").unwrap();
         fs::write(dir.path().join("notes.txt"), b"n").unwrap();
         fs::write(dir.path().join("sub/c.jpeg"), b"c").unwrap();
-        let frames: Vec<_> = PathSource::new(&[dir.path().to_path_buf()]).map(|f| f.unwrap().bytes).collect();
+        let frames: Vec<_> = PathSource::new(&[dir.path().to_path_buf()])
+            .map(|f| f.unwrap().bytes)
+            .collect();
         assert_eq!(frames, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     }
 
@@ -168,7 +201,9 @@ mod tests {
         let good = dir.path().join("x.bin");
         fs::write(&good, b"data").unwrap();
         let got: Vec<_> = PathSource::new(&[dir.path().join("missing.jpg"), empty, good]).collect();
-        assert!(matches!(&got[0], Err(SourceError::Io { path, .. }) if path.ends_with("missing.jpg")));
+        assert!(
+            matches!(&got[0], Err(SourceError::Io { path, .. }) if path.ends_with("missing.jpg"))
+        );
         assert!(matches!(&got[1], Err(SourceError::Empty { .. })));
         assert_eq!(got[2].as_ref().unwrap().bytes, b"data");
     }

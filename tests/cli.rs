@@ -33,7 +33,10 @@ fn stderr(o: &Output) -> String {
 }
 
 fn lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 fn bundle() -> Option<String> {
@@ -46,14 +49,26 @@ fn classify_prints_one_json_object_per_image() {
     let home = tempfile::tempdir().unwrap();
     let o = edgeclip(
         home.path(),
-        &["classify", "--model", &model, "--labels", "examples/labels.txt", "--top-k", "3", "examples/images"],
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--labels",
+            "examples/labels.txt",
+            "--top-k",
+            "3",
+            "examples/images",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = lines(&o);
     assert_eq!(rows.len(), 4, "{}", stdout(&o));
     let labels = std::fs::read_to_string(repo().join("examples/labels.txt")).unwrap();
     for r in &rows {
-        assert!(r["source"].as_str().unwrap().starts_with("examples/images/"));
+        assert!(r["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("examples/images/"));
         let top = r["top"].as_array().unwrap();
         assert_eq!(top.len(), 3);
         let scores: Vec<f64> = top.iter().map(|t| t["score"].as_f64().unwrap()).collect();
@@ -64,7 +79,11 @@ fn classify_prints_one_json_object_per_image() {
         assert!(labels.contains(r["label"].as_str().unwrap()));
         assert!(r["ms"].as_f64().unwrap() > 0.0);
     }
-    assert!(stderr(&o).contains("classified 4, skipped 0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("classified 4, skipped 0"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -78,21 +97,48 @@ fn bad_files_are_skipped_and_counted() {
     std::fs::write(dir.path().join("text.jpg"), b"this is not an image").unwrap();
     std::fs::write(dir.path().join("good.jpg"), &jpeg).unwrap();
     let d = dir.path().to_str().unwrap();
-    let o = edgeclip(home.path(), &["classify", "--model", &model, "--labels", "examples/labels.txt", d, "/no/such/file.jpg"]);
+    let o = edgeclip(
+        home.path(),
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--labels",
+            "examples/labels.txt",
+            d,
+            "/no/such/file.jpg",
+        ],
+    );
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     let rows = lines(&o);
     // A truncated JPEG may still decode (zune-jpeg fills the rest); what matters is that
     // the good file is classified and every bad one is either classified or reported.
-    assert!(rows.iter().any(|r| r["source"].as_str().unwrap().ends_with("good.jpg")));
+    assert!(rows
+        .iter()
+        .any(|r| r["source"].as_str().unwrap().ends_with("good.jpg")));
     for bad in ["empty.png", "text.jpg", "/no/such/file.jpg"] {
-        assert!(err.lines().any(|l| l.starts_with("skipping") && l.contains(bad)), "{bad} not reported:\n{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("skipping") && l.contains(bad)),
+            "{bad} not reported:\n{err}"
+        );
     }
     let summary = format!("classified {}, skipped {}", rows.len(), 5 - rows.len());
     assert!(err.contains(&summary), "expected '{summary}' in:\n{err}");
 
     // Nothing classifiable: a failure exit code.
-    let o = edgeclip(home.path(), &["classify", "--model", &model, "--labels", "examples/labels.txt", "/no/such/file.jpg"]);
+    let o = edgeclip(
+        home.path(),
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--labels",
+            "examples/labels.txt",
+            "/no/such/file.jpg",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("classified 0, skipped 1"));
 }
@@ -100,17 +146,45 @@ fn bad_files_are_skipped_and_counted() {
 #[test]
 fn unusable_model_or_labels_fail_with_a_clear_message() {
     let home = tempfile::tempdir().unwrap();
-    let o = edgeclip(home.path(), &["classify", "--model", "nope", "--labels", "examples/labels.txt", "examples/images"]);
+    let o = edgeclip(
+        home.path(),
+        &[
+            "classify",
+            "--model",
+            "nope",
+            "--labels",
+            "examples/labels.txt",
+            "examples/images",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("model 'nope' not found"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("model 'nope' not found"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("models/prepare nope"), "{}", stderr(&o));
 
     let Some(model) = bundle() else { return };
     let labels = home.path().join("labels.txt");
     std::fs::write(&labels, "cat\ndog\n@colour red\n").unwrap();
-    let o = edgeclip(home.path(), &["classify", "--model", &model, "--labels", labels.to_str().unwrap(), "examples/images"]);
+    let o = edgeclip(
+        home.path(),
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--labels",
+            labels.to_str().unwrap(),
+            "examples/images",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("labels.txt:3: unknown directive '@colour'"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("labels.txt:3: unknown directive '@colour'"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -119,32 +193,65 @@ fn the_text_cache_is_filled_once_and_reused() {
     let home = tempfile::tempdir().unwrap();
     let labels = home.path().join("labels.txt");
     std::fs::write(&labels, "@templates none\ncat\ndog\n").unwrap();
-    let args = ["-v", "classify", "--model", &model, "--labels", labels.to_str().unwrap(), "examples/images/chelsea.png"];
+    let args = [
+        "-v",
+        "classify",
+        "--model",
+        &model,
+        "--labels",
+        labels.to_str().unwrap(),
+        "examples/images/chelsea.png",
+    ];
     let first = edgeclip(home.path(), &args);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stderr(&first).contains("0 cached, 2 embedded"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("0 cached, 2 embedded"),
+        "{}",
+        stderr(&first)
+    );
     assert!(stderr(&first).contains("textual tower:"));
 
     let second = edgeclip(home.path(), &args);
-    assert!(stderr(&second).contains("2 cached, 0 embedded"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("2 cached, 0 embedded"),
+        "{}",
+        stderr(&second)
+    );
     // A warm cache never loads the text tower.
-    assert!(!stderr(&second).contains("textual tower:"), "{}", stderr(&second));
+    assert!(
+        !stderr(&second).contains("textual tower:"),
+        "{}",
+        stderr(&second)
+    );
     assert_eq!(lines(&first)[0]["top"], lines(&second)[0]["top"]);
 
     // One new label: only its prompt is embedded.
     std::fs::write(&labels, "@templates none\ncat\ndog\nbird\n").unwrap();
     let third = edgeclip(home.path(), &args);
-    assert!(stderr(&third).contains("2 cached, 1 embedded"), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("2 cached, 1 embedded"),
+        "{}",
+        stderr(&third)
+    );
 
     // A damaged cache is repaired, not trusted.
     let cache_dir = home.path().join("cache/text");
-    let file = std::fs::read_dir(&cache_dir).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n - 10] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
     let fourth = edgeclip(home.path(), &args);
-    assert!(stderr(&fourth).contains("2 cached, 1 embedded"), "{}", stderr(&fourth));
+    assert!(
+        stderr(&fourth).contains("2 cached, 1 embedded"),
+        "{}",
+        stderr(&fourth)
+    );
     assert_eq!(lines(&third)[0]["top"], lines(&fourth)[0]["top"]);
 }
 
@@ -152,10 +259,18 @@ fn the_text_cache_is_filled_once_and_reused() {
 fn tokenize_and_inspect() {
     let Some(model) = bundle() else { return };
     let home = tempfile::tempdir().unwrap();
-    let o = edgeclip(home.path(), &["tokenize", "--model", &model, "--", "a photo of a cat."]);
+    let o = edgeclip(
+        home.path(),
+        &["tokenize", "--model", &model, "--", "a photo of a cat."],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let row = &lines(&o)[0];
-    let ids: Vec<i64> = row["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let ids: Vec<i64> = row["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 77);
     assert_eq!(ids[0], 49406);
     assert!(ids.contains(&49407));
@@ -172,15 +287,30 @@ fn the_three_layouts_give_the_same_answers() {
     let Some(model) = bundle() else { return };
     let home = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
-    for layout in [model.clone(), format!("{model}-hf"), format!("{model}-openclip")] {
-        if common::require_path(Path::new(&layout), "bundle layout", "run models/prepare").is_none() {
+    for layout in [
+        model.clone(),
+        format!("{model}-hf"),
+        format!("{model}-openclip"),
+    ] {
+        if common::require_path(Path::new(&layout), "bundle layout", "run models/prepare").is_none()
+        {
             return;
         }
         let o = edgeclip(home.path(), &["inspect", &layout]);
         assert!(o.status.success(), "{layout}: {}", stderr(&o));
         let o = edgeclip(
             home.path(),
-            &["classify", "--no-cache", "--model", &layout, "--labels", "examples/labels.txt", "--top-k", "9", "examples/images"],
+            &[
+                "classify",
+                "--no-cache",
+                "--model",
+                &layout,
+                "--labels",
+                "examples/labels.txt",
+                "--top-k",
+                "9",
+                "examples/images",
+            ],
         );
         assert!(o.status.success(), "{layout}: {}", stderr(&o));
         results.push(lines(&o));
@@ -190,22 +320,49 @@ fn the_three_layouts_give_the_same_answers() {
     // OpenAI's 100); so compare rankings, not scores.
     let ranking = |rows: &Vec<serde_json::Value>| -> Vec<Vec<String>> {
         rows.iter()
-            .map(|r| r["top"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap().to_string()).collect())
+            .map(|r| {
+                r["top"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t["label"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .collect()
     };
-    assert_eq!(ranking(&results[0]), ranking(&results[1]), "manifest vs Hugging Face layout");
-    assert_eq!(ranking(&results[0]), ranking(&results[2]), "manifest vs open_clip layout");
+    assert_eq!(
+        ranking(&results[0]),
+        ranking(&results[1]),
+        "manifest vs Hugging Face layout"
+    );
+    assert_eq!(
+        ranking(&results[0]),
+        ranking(&results[2]),
+        "manifest vs open_clip layout"
+    );
 }
 
 #[test]
 fn eval_reports_accuracy_on_an_image_folder() {
     let Some(model) = bundle() else { return };
-    let Some(data) = common::shared_datasets() else { return };
+    let Some(data) = common::shared_datasets() else {
+        return;
+    };
     let home = tempfile::tempdir().unwrap();
     let cifar = data.join("cifar10/test");
     let o = edgeclip(
         home.path(),
-        &["eval", "--model", &model, "--per-class", "3", "--templates", "none", "--json", cifar.to_str().unwrap()],
+        &[
+            "eval",
+            "--model",
+            &model,
+            "--per-class",
+            "3",
+            "--templates",
+            "none",
+            "--json",
+            cifar.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -214,6 +371,11 @@ fn eval_reports_accuracy_on_an_image_folder() {
     let top1 = report["top1"].as_f64().unwrap();
     let top5 = report["top5"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&top1) && top5 >= top1, "{report}");
-    let hits: f64 = report["classes"].as_array().unwrap().iter().map(|c| c["top1"].as_f64().unwrap() * 3.0).sum();
+    let hits: f64 = report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["top1"].as_f64().unwrap() * 3.0)
+        .sum();
     assert!((hits / 30.0 - top1).abs() < 1e-9);
 }

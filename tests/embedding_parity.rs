@@ -33,7 +33,9 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -48,12 +50,23 @@ fn setup() -> Option<Setup> {
     let bundle_dir = common::bundle_dir(BUNDLE)?;
     let datasets = common::shared_datasets()?;
     edgeclip::encoder::set_threads(2);
-    Some(Setup { bundle: Bundle::open_dir(&bundle_dir).expect("bundle opens"), fixtures, datasets })
+    Some(Setup {
+        bundle: Bundle::open_dir(&bundle_dir).expect("bundle opens"),
+        fixtures,
+        datasets,
+    })
 }
 
 fn engine(s: &Setup, precision: Precision) -> Engine {
     // No cache: these tests must exercise the towers, not read back earlier results.
-    Engine::open(s.bundle.clone(), &EngineOptions { precision, cache_dir: None }).expect("engine opens")
+    Engine::open(
+        s.bundle.clone(),
+        &EngineOptions {
+            precision,
+            cache_dir: None,
+        },
+    )
+    .expect("engine opens")
 }
 
 fn unit(v: &[f32]) -> Embedding {
@@ -67,7 +80,11 @@ struct Stats {
 }
 
 fn stats(pairs: &[(String, f32)]) -> Stats {
-    let (worst, min) = pairs.iter().min_by(|a, b| a.1.total_cmp(&b.1)).cloned().unwrap_or_default();
+    let (worst, min) = pairs
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .cloned()
+        .unwrap_or_default();
     let mean = pairs.iter().map(|p| p.1).sum::<f32>() / pairs.len().max(1) as f32;
     Stats { min, mean, worst }
 }
@@ -77,8 +94,10 @@ fn image_embeddings(s: &Setup, precision: Precision, refs: &[ImageRef]) -> Vec<E
     let mut e = engine(s, precision);
     refs.iter()
         .map(|r| {
-            let bytes = std::fs::read(s.datasets.join(&r.path)).unwrap_or_else(|err| panic!("{}: {err}", r.path));
-            e.embed_image_bytes(&bytes).unwrap_or_else(|err| panic!("{}: {err}", r.path))
+            let bytes = std::fs::read(s.datasets.join(&r.path))
+                .unwrap_or_else(|err| panic!("{}: {err}", r.path));
+            e.embed_image_bytes(&bytes)
+                .unwrap_or_else(|err| panic!("{}: {err}", r.path))
         })
         .collect()
 }
@@ -90,44 +109,84 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
     assert!(refs.len() >= 200, "fixture has only {} photos", refs.len());
 
     let ours_fp32 = image_embeddings(&s, Precision::Fp32, &refs);
-    let fp32: Vec<(String, f32)> =
-        refs.iter().zip(&ours_fp32).map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.fp32)))).collect();
+    let fp32: Vec<(String, f32)> = refs
+        .iter()
+        .zip(&ours_fp32)
+        .map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.fp32))))
+        .collect();
     let st = stats(&fp32);
     for (path, c) in fp32.iter().filter(|p| p.1 < 0.9999) {
         eprintln!("  below 0.9999: {path} {c:.6}");
     }
-    eprintln!("fp32 vs reference over {} photos: min cos {:.6} ({}), mean {:.6}", refs.len(), st.min, st.worst, st.mean);
+    eprintln!(
+        "fp32 vs reference over {} photos: min cos {:.6} ({}), mean {:.6}",
+        refs.len(),
+        st.min,
+        st.worst,
+        st.mean
+    );
     let mut failures = Vec::new();
     // Photos and Caltech-101 (all sizes, greyscale, PNG, JPEG 4:2:0): the full bound.
     // CIFAR-10 is 32x32 JPEG upscaled 7x, so the decoder's remaining difference from
     // libjpeg-turbo (its IDCT: at most 2 LSB on a few dozen of 3072 values, after the
     // chroma upsampling and colour conversion were made exact; see vendor/README.md)
     // is magnified 49-fold: measured min 0.99982 there. It gets its own bound.
-    for (set, bound) in [("photos/", 0.9999f32), ("caltech101/", 0.9999), ("cifar10/", 0.9995)] {
-        let part: Vec<(String, f32)> = fp32.iter().filter(|p| p.0.starts_with(set)).cloned().collect();
+    for (set, bound) in [
+        ("photos/", 0.9999f32),
+        ("caltech101/", 0.9999),
+        ("cifar10/", 0.9995),
+    ] {
+        let part: Vec<(String, f32)> = fp32
+            .iter()
+            .filter(|p| p.0.starts_with(set))
+            .cloned()
+            .collect();
         let st = stats(&part);
-        eprintln!("  {set:<12} {:>3} photos: min cos {:.6}, mean {:.6}", part.len(), st.min, st.mean);
+        eprintln!(
+            "  {set:<12} {:>3} photos: min cos {:.6}, mean {:.6}",
+            part.len(),
+            st.min,
+            st.mean
+        );
         if part.is_empty() || st.min < bound {
-            failures.push(format!("fp32 vs reference on {set}: min cos {} at {} (bound {bound})", st.min, st.worst));
+            failures.push(format!(
+                "fp32 vs reference on {set}: min cos {} at {} (bound {bound})",
+                st.min, st.worst
+            ));
         }
     }
 
     let ours_int8 = image_embeddings(&s, Precision::Int8, &refs);
-    let int8: Vec<(String, f32)> =
-        refs.iter().zip(&ours_int8).map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.int8)))).collect();
+    let int8: Vec<(String, f32)> = refs
+        .iter()
+        .zip(&ours_int8)
+        .map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.int8))))
+        .collect();
     let st = stats(&int8);
-    eprintln!("int8 vs reference int8: min cos {:.6} ({}), mean {:.6}", st.min, st.worst, st.mean);
+    eprintln!(
+        "int8 vs reference int8: min cos {:.6} ({}), mean {:.6}",
+        st.min, st.worst, st.mean
+    );
     // Both runtimes quantise activations per run (DynamicQuantizeLinear) but round the
     // scale and zero point slightly differently; measured min 0.9983 over 299 photos.
     if st.min < 0.997 {
-        failures.push(format!("int8 (tract) vs int8 (onnxruntime): min cos {} at {}", st.min, st.worst));
+        failures.push(format!(
+            "int8 (tract) vs int8 (onnxruntime): min cos {} at {}",
+            st.min, st.worst
+        ));
     }
 
     // Fidelity of our own int8 path against our own fp32 path.
-    let self_cos: Vec<(String, f32)> =
-        refs.iter().zip(ours_int8.iter().zip(&ours_fp32)).map(|(r, (a, b))| (r.path.clone(), a.cosine(b))).collect();
+    let self_cos: Vec<(String, f32)> = refs
+        .iter()
+        .zip(ours_int8.iter().zip(&ours_fp32))
+        .map(|(r, (a, b))| (r.path.clone(), a.cosine(b)))
+        .collect();
     let st = stats(&self_cos);
-    eprintln!("int8 vs fp32 (edgeclip): min cos {:.5} ({}), mean {:.5}", st.min, st.worst, st.mean);
+    eprintln!(
+        "int8 vs fp32 (edgeclip): min cos {:.5} ({}), mean {:.5}",
+        st.min, st.worst, st.mean
+    );
     if st.min < 0.99 {
         failures.push(format!("int8 vs fp32: min cos {} at {}", st.min, st.worst));
     }
@@ -135,13 +194,40 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
     // Top-1 agreement: does int8 pick the same label as fp32, over all photos, against
     // the CIFAR-10 classes embedded by the fp32 text tower?
     let mut text = engine(&s, Precision::Fp32);
-    let classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
-    let rows: Vec<Embedding> =
-        classes.iter().map(|c| text.embed_text(&format!("a photo of a {c}.")).expect("text embeds").0).collect();
-    let top1 = |e: &Embedding| (0..rows.len()).max_by(|&a, &b| e.cosine(&rows[a]).total_cmp(&e.cosine(&rows[b])));
-    let agree = ours_int8.iter().zip(&ours_fp32).filter(|(a, b)| top1(a) == top1(b)).count();
+    let classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    let rows: Vec<Embedding> = classes
+        .iter()
+        .map(|c| {
+            text.embed_text(&format!("a photo of a {c}."))
+                .expect("text embeds")
+                .0
+        })
+        .collect();
+    let top1 = |e: &Embedding| {
+        (0..rows.len()).max_by(|&a, &b| e.cosine(&rows[a]).total_cmp(&e.cosine(&rows[b])))
+    };
+    let agree = ours_int8
+        .iter()
+        .zip(&ours_fp32)
+        .filter(|(a, b)| top1(a) == top1(b))
+        .count();
     let rate = agree as f64 / refs.len() as f64;
-    eprintln!("int8/fp32 top-1 agreement: {agree}/{} = {:.1} %", refs.len(), 100.0 * rate);
+    eprintln!(
+        "int8/fp32 top-1 agreement: {agree}/{} = {:.1} %",
+        refs.len(),
+        100.0 * rate
+    );
     if rate < 0.97 {
         failures.push(format!("int8/fp32 top-1 agreement {rate}"));
     }
@@ -157,14 +243,34 @@ fn text_embeddings_and_ids_match_the_reference() {
         let mut e = engine(&s, precision);
         let mut cos = Vec::new();
         for r in &refs {
-            assert_eq!(e.tokenize(&r.text).expect("tokenizes").ids, r.ids, "token ids of {:?}", r.text);
+            assert_eq!(
+                e.tokenize(&r.text).expect("tokenizes").ids,
+                r.ids,
+                "token ids of {:?}",
+                r.text
+            );
             let ours = e.embed_text_uncached(&r.text).expect("embeds");
-            let reference = unit(if precision == Precision::Fp32 { &r.fp32 } else { &r.int8 });
+            let reference = unit(if precision == Precision::Fp32 {
+                &r.fp32
+            } else {
+                &r.int8
+            });
             cos.push((r.text.clone(), ours.cosine(&reference)));
         }
         let st = stats(&cos);
-        eprintln!("text {precision} vs reference over {} prompts: min cos {:.6} ({:?}), mean {:.6}", refs.len(), st.min, st.worst, st.mean);
-        assert!(st.min >= min_cos, "text {precision} min cos {} for {:?}", st.min, st.worst);
+        eprintln!(
+            "text {precision} vs reference over {} prompts: min cos {:.6} ({:?}), mean {:.6}",
+            refs.len(),
+            st.min,
+            st.worst,
+            st.mean
+        );
+        assert!(
+            st.min >= min_cos,
+            "text {precision} min cos {} for {:?}",
+            st.min,
+            st.worst
+        );
     }
 }
 
@@ -176,18 +282,30 @@ fn text_tower_is_causal_and_pools_at_eot() {
     let Some(s) = setup() else { return };
     let mut e = engine(&s, Precision::Fp32);
     let tokens = e.tokenize("a photo of a cat.").expect("tokenizes");
-    let eot = tokens.ids.iter().position(|&t| t == 49407).expect("has EOT");
+    let eot = tokens
+        .ids
+        .iter()
+        .position(|&t| t == 49407)
+        .expect("has EOT");
     let base = e.embed_text_uncached("a photo of a cat.").expect("embeds");
-    let tower = edgeclip::encoder::TextEncoder::load(&s.bundle, Precision::Fp32, tokens.ids.len()).expect("loads");
+    let tower = edgeclip::encoder::TextEncoder::load(&s.bundle, Precision::Fp32, tokens.ids.len())
+        .expect("loads");
     let mut noisy = tokens.clone();
     for (i, id) in noisy.ids.iter_mut().enumerate().skip(eot + 1) {
         *id = 1000 + i as i64 * 37;
     }
     let after = tower.encode(&noisy).expect("embeds");
-    assert!(base.cosine(&after) > 0.99999, "tokens after EOT changed the embedding: cos {}", base.cosine(&after));
+    assert!(
+        base.cosine(&after) > 0.99999,
+        "tokens after EOT changed the embedding: cos {}",
+        base.cosine(&after)
+    );
     // ...while a change before EOT must matter (the test would pass vacuously otherwise).
     let mut changed = tokens.clone();
     changed.ids[eot - 2] = 1929; // another word in place of "cat"
     let before = tower.encode(&changed).expect("embeds");
-    assert!(base.cosine(&before) < 0.9999, "changing a real token did not change the embedding");
+    assert!(
+        base.cosine(&before) < 0.9999,
+        "changing a real token did not change the embedding"
+    );
 }

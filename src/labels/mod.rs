@@ -115,7 +115,13 @@ pub struct LabelSet {
 impl fmt::Display for LabelSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prompts: usize = self.labels.iter().map(|l| l.prompts.len()).sum();
-        write!(f, "{}: {} labels, {} prompts", self.origin, self.labels.len(), prompts)
+        write!(
+            f,
+            "{}: {} labels, {} prompts",
+            self.origin,
+            self.labels.len(),
+            prompts
+        )
     }
 }
 
@@ -126,7 +132,10 @@ struct Pending {
 }
 
 fn key(name: &str) -> String {
-    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 fn fill(template: &str, label: &str) -> String {
@@ -136,7 +145,10 @@ fn fill(template: &str, label: &str) -> String {
 impl LabelSet {
     /// Reads and parses a label file.
     pub fn load(path: &Path) -> Result<LabelSet, LabelError> {
-        let io = |source| LabelError::Io { path: path.to_path_buf(), source };
+        let io = |source| LabelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_FILE_BYTES {
             return Err(LabelError::File {
@@ -150,7 +162,11 @@ impl LabelSet {
 
     /// Parses label-file bytes; `origin` names them in errors.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<LabelSet, LabelError> {
-        let line_err = |line: usize, reason: String| LabelError::Line { origin: origin.to_string(), line, reason };
+        let line_err = |line: usize, reason: String| LabelError::Line {
+            origin: origin.to_string(),
+            line,
+            reason,
+        };
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let mut set = TemplateSet::default();
         let mut own_templates: Vec<String> = Vec::new();
@@ -160,22 +176,39 @@ impl LabelSet {
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let n = i + 1;
             if raw.len() > MAX_LINE_BYTES {
-                return Err(line_err(n, format!("line is {} bytes long; at most {MAX_LINE_BYTES} allowed", raw.len())));
+                return Err(line_err(
+                    n,
+                    format!(
+                        "line is {} bytes long; at most {MAX_LINE_BYTES} allowed",
+                        raw.len()
+                    ),
+                ));
             }
             let text = std::str::from_utf8(raw).map_err(|e| {
-                line_err(n, format!("not valid UTF-8 (byte {}); save the file as UTF-8", e.valid_up_to() + 1))
+                line_err(
+                    n,
+                    format!(
+                        "not valid UTF-8 (byte {}); save the file as UTF-8",
+                        e.valid_up_to() + 1
+                    ),
+                )
             })?;
             let line = text.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             if let Some(directive) = line.strip_prefix('@') {
-                let (name, arg) = directive.split_once(char::is_whitespace).unwrap_or((directive, ""));
+                let (name, arg) = directive
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((directive, ""));
                 let arg = arg.trim();
                 match name {
                     "template" => {
                         if !arg.contains("{}") {
-                            return Err(line_err(n, format!("template '{arg}' has no {{}} where the label goes")));
+                            return Err(line_err(
+                                n,
+                                format!("template '{arg}' has no {{}} where the label goes"),
+                            ));
                         }
                         own_templates.push(arg.to_string());
                     }
@@ -185,16 +218,24 @@ impl LabelSet {
                         })?;
                     }
                     _ => {
-                        return Err(line_err(n, format!("unknown directive '@{name}' (known: @template, @templates)")))
+                        return Err(line_err(
+                            n,
+                            format!("unknown directive '@{name}' (known: @template, @templates)"),
+                        ))
                     }
                 }
                 continue;
             }
             let (name, explicit) = match line.split_once(':') {
                 Some((name, prompts)) => {
-                    let prompts: Vec<String> = prompts.split('|').map(|p| p.trim().to_string()).collect();
+                    let prompts: Vec<String> =
+                        prompts.split('|').map(|p| p.trim().to_string()).collect();
                     if prompts.iter().any(String::is_empty) {
-                        return Err(line_err(n, "empty prompt: write prompts as 'label: prompt one | prompt two'".into()));
+                        return Err(line_err(
+                            n,
+                            "empty prompt: write prompts as 'label: prompt one | prompt two'"
+                                .into(),
+                        ));
                     }
                     (name.trim(), Some(prompts))
                 }
@@ -204,26 +245,55 @@ impl LabelSet {
                 return Err(line_err(n, "no label before ':'".into()));
             }
             if let Some(first) = seen.insert(key(name), n) {
-                return Err(line_err(n, format!("duplicate label '{name}' (first on line {first})")));
+                return Err(line_err(
+                    n,
+                    format!("duplicate label '{name}' (first on line {first})"),
+                ));
             }
             if pending.len() == MAX_LABELS {
                 return Err(line_err(n, format!("more than {MAX_LABELS} labels")));
             }
-            pending.push(Pending { name: name.to_string(), explicit });
+            pending.push(Pending {
+                name: name.to_string(),
+                explicit,
+            });
         }
         if pending.is_empty() {
-            return Err(LabelError::File { origin: origin.to_string(), reason: "no labels: write one label per line".into() });
+            return Err(LabelError::File {
+                origin: origin.to_string(),
+                reason: "no labels: write one label per line".into(),
+            });
         }
-        let templates = if own_templates.is_empty() { set.templates() } else { own_templates };
-        Ok(LabelSet { origin: origin.to_string(), labels: pending.into_iter().map(|p| p.build(&templates)).collect() })
+        let templates = if own_templates.is_empty() {
+            set.templates()
+        } else {
+            own_templates
+        };
+        Ok(LabelSet {
+            origin: origin.to_string(),
+            labels: pending.into_iter().map(|p| p.build(&templates)).collect(),
+        })
     }
 
     /// A label set from bare class names, each expanded through `templates` (used by `eval`).
-    pub fn from_names<I: IntoIterator<Item = String>>(names: I, templates: TemplateSet, origin: &str) -> LabelSet {
+    pub fn from_names<I: IntoIterator<Item = String>>(
+        names: I,
+        templates: TemplateSet,
+        origin: &str,
+    ) -> LabelSet {
         let templates = templates.templates();
         LabelSet {
             origin: origin.to_string(),
-            labels: names.into_iter().map(|name| Pending { name, explicit: None }.build(&templates)).collect(),
+            labels: names
+                .into_iter()
+                .map(|name| {
+                    Pending {
+                        name,
+                        explicit: None,
+                    }
+                    .build(&templates)
+                })
+                .collect(),
         }
     }
 
@@ -242,7 +312,10 @@ impl Pending {
         // Two prompts that read the same would only weigh that text twice.
         let mut seen = std::collections::HashSet::new();
         prompts.retain(|p| seen.insert(p.clone()));
-        Label { name: self.name, prompts }
+        Label {
+            name: self.name,
+            prompts,
+        }
     }
 }
 
@@ -264,37 +337,67 @@ mod tests {
         assert_eq!(s.names(), ["cat", "coffee mug"]);
         assert_eq!(s.labels[0].prompts.len(), 7);
         assert!(s.labels[0].prompts.contains(&"itap of a cat.".to_string()));
-        assert!(s.labels[1].prompts.contains(&"a photo of the large coffee mug.".to_string()));
+        assert!(s.labels[1]
+            .prompts
+            .contains(&"a photo of the large coffee mug.".to_string()));
     }
 
     #[test]
     fn template_sets_and_own_templates() {
-        assert_eq!(parse("@templates imagenet80\ncat").unwrap().labels[0].prompts.len(), 80);
-        assert_eq!(parse("@templates none\ncat").unwrap().labels[0].prompts, ["cat"]);
+        assert_eq!(
+            parse("@templates imagenet80\ncat").unwrap().labels[0]
+                .prompts
+                .len(),
+            80
+        );
+        assert_eq!(
+            parse("@templates none\ncat").unwrap().labels[0].prompts,
+            ["cat"]
+        );
         let s = parse("cat\n@template a photo of a {}.\n@template a cctv still of a {}.").unwrap();
-        assert_eq!(s.labels[0].prompts, ["a photo of a cat.", "a cctv still of a cat."]);
+        assert_eq!(
+            s.labels[0].prompts,
+            ["a photo of a cat.", "a cctv still of a cat."]
+        );
     }
 
     #[test]
     fn explicit_prompts_fill_the_label_and_drop_repeats() {
         let s = parse("dog: a photo of a puppy | a {} on a lawn | a photo of a puppy").unwrap();
         assert_eq!(s.labels[0].name, "dog");
-        assert_eq!(s.labels[0].prompts, ["a photo of a puppy", "a dog on a lawn"]);
+        assert_eq!(
+            s.labels[0].prompts,
+            ["a photo of a puppy", "a dog on a lawn"]
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
-        assert_eq!(err_text(b"cat\ndog\nCat "), "labels.txt:3: duplicate label 'Cat' (first on line 1)");
-        assert!(err_text(b"cat\n@colour red").starts_with("labels.txt:2: unknown directive '@colour'"));
-        assert!(err_text(b"@template a photo").starts_with("labels.txt:1: template 'a photo' has no {}"));
-        assert!(err_text(b"@templates fancy\ncat").starts_with("labels.txt:1: unknown template set"));
+        assert_eq!(
+            err_text(b"cat\ndog\nCat "),
+            "labels.txt:3: duplicate label 'Cat' (first on line 1)"
+        );
+        assert!(
+            err_text(b"cat\n@colour red").starts_with("labels.txt:2: unknown directive '@colour'")
+        );
+        assert!(err_text(b"@template a photo")
+            .starts_with("labels.txt:1: template 'a photo' has no {}"));
+        assert!(
+            err_text(b"@templates fancy\ncat").starts_with("labels.txt:1: unknown template set")
+        );
         assert!(err_text(b"cat\n: a cat").starts_with("labels.txt:2: no label before ':'"));
         assert!(err_text(b"cat: a || b").starts_with("labels.txt:1: empty prompt"));
         assert!(err_text(b"cat\nd\xFFg").starts_with("labels.txt:2: not valid UTF-8 (byte 2)"));
         let long = format!("cat\n{}", "x".repeat(MAX_LINE_BYTES + 1));
         assert!(err_text(long.as_bytes()).starts_with("labels.txt:2: line is 1025 bytes long"));
-        assert_eq!(err_text(b"# nothing\n\n"), "labels.txt: no labels: write one label per line");
-        assert_eq!(err_text(b""), "labels.txt: no labels: write one label per line");
+        assert_eq!(
+            err_text(b"# nothing\n\n"),
+            "labels.txt: no labels: write one label per line"
+        );
+        assert_eq!(
+            err_text(b""),
+            "labels.txt: no labels: write one label per line"
+        );
     }
 
     #[test]
@@ -318,12 +421,18 @@ mod tests {
         }
         // The 7 are a subset of the 80.
         let all = TemplateSet::Imagenet80.templates();
-        assert!(TemplateSet::Imagenet7.templates().iter().all(|t| all.contains(t)));
+        assert!(TemplateSet::Imagenet7
+            .templates()
+            .iter()
+            .all(|t| all.contains(t)));
     }
 
     #[test]
     fn load_reports_missing_file() {
         let err = LabelSet::load(Path::new("/nonexistent/labels.txt")).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/labels.txt: "), "{err}");
+        assert!(
+            err.to_string().starts_with("/nonexistent/labels.txt: "),
+            "{err}"
+        );
     }
 }
