@@ -93,15 +93,8 @@ fn vocab_path() -> Option<PathBuf> {
     let path = std::env::var_os("EDGECLIP_BPE_VOCAB")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("EDGECLIP_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache")
-                        .join("edgeclip")
-                });
-            home.join("clip-vit-b-32-seeded")
+            edgeclip::bundle::edgeclip_home()
+                .join("clip-vit-b-32-seeded")
                 .join("bpe_simple_vocab_16e6.txt.gz")
         });
     if path.exists() {
