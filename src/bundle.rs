@@ -617,8 +617,6 @@ mod hf {
     struct TextConfig {
         #[serde(default)]
         max_position_embeddings: Option<usize>,
-        #[serde(default)]
-        pad_token_id: Option<i64>,
     }
     #[derive(Deserialize)]
     struct VisionConfig {
@@ -733,7 +731,9 @@ mod hf {
             tokenizer: TokenizerSpec::HfJson {
                 file: tok,
                 context_length,
-                pad_id: config.text_config.and_then(|t| t.pad_token_id),
+                // The tokenizer's own padding, as transformers pads: config.json's
+                // pad_token_id is often a stale default (1 for CLIP) the tokenizer never uses.
+                pad_id: None,
             },
             visual,
             textual,
