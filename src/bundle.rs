@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 
 use crate::preprocess::{Interpolation, PreprocessSpec, ResizeMode, CLIP_MEAN, CLIP_STD};
 
-/// Name of the bundle used when `--model` is not given.
-pub const DEFAULT_MODEL: &str = "clip-vit-b-32-seeded";
+/// Name of the bundle used when `--model` is not given: the small pretrained image–text model
+/// committed under `models/edgeclip-demo/` (built by `models/prepare edgeclip-demo`).
+pub const DEFAULT_MODEL: &str = "edgeclip-demo";
 
 /// OpenAI CLIP's trained logit scale (exp(4.6052)). Hugging Face configs only carry the
 /// *initial* value (2.6592 → 14.3), so layouts without a manifest fall back to this.
@@ -258,10 +259,9 @@ pub fn edgeclip_home() -> PathBuf {
 }
 
 impl Bundle {
-    /// Opens a bundle given by path, or by name under [`edgeclip_home`].
+    /// Opens a bundle given by path, or by name in one of [`Bundle::search_paths`].
     pub fn open(name_or_path: &str) -> Result<Bundle, BundleError> {
-        let as_path = PathBuf::from(name_or_path);
-        let candidates = [as_path.clone(), edgeclip_home().join(name_or_path)];
+        let candidates = Self::search_paths(name_or_path);
         let root = candidates
             .iter()
             .find(|p| p.is_dir())
@@ -275,6 +275,40 @@ impl Bundle {
                     .join(", "),
             })?;
         Self::open_dir(&root)
+    }
+
+    /// Where `name_or_path` is looked for, in order: as a path; under [`edgeclip_home`]
+    /// (bundles built by `models/prepare`); `../share/edgeclip/models/` beside the executable
+    /// (an installed tree); the source checkout's `models/` the binary was built from (the
+    /// committed default bundle, so a fresh clone works offline).
+    pub fn search_paths(name_or_path: &str) -> Vec<PathBuf> {
+        let mut paths = vec![
+            PathBuf::from(name_or_path),
+            edgeclip_home().join(name_or_path),
+        ];
+        if let Some(prefix) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        {
+            paths.push(prefix.join("share/edgeclip/models").join(name_or_path));
+        }
+        paths.push(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .join(name_or_path),
+        );
+        paths
+    }
+
+    /// The precision used when none is asked for: fp32 when both towers have it, else int8
+    /// (the committed default bundle ships int8 only, to stay small).
+    pub fn default_precision(&self) -> Precision {
+        let has = |t: &TowerSpec, p| t.files.contains_key(&p);
+        if has(&self.spec.visual, Precision::Fp32) && has(&self.spec.textual, Precision::Fp32) {
+            Precision::Fp32
+        } else {
+            Precision::Int8
+        }
     }
 
     /// Opens the bundle in directory `root`, detecting its layout.

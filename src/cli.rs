@@ -55,12 +55,14 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug)]
 pub struct Global {
-    /// Model bundle: a name under $EDGECLIP_HOME or a directory path.
+    /// Model bundle: a directory path, or a name looked up in $EDGECLIP_HOME, then
+    /// <prefix>/share/edgeclip/models, then the source checkout's models/ (where the default
+    /// edgeclip-demo bundle is committed).
     #[arg(long, short = 'm', global = true, env = "EDGECLIP_MODEL", default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// Numeric precision of the towers.
-    #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::Fp32)]
-    pub precision: PrecisionArg,
+    /// Numeric precision of the towers [default: fp32 when the bundle has it, else int8].
+    #[arg(long, global = true, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Threads for matrix products (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
@@ -293,8 +295,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn open_engine(g: &Global) -> Result<Engine> {
     let bundle = Bundle::open(&g.model)?;
+    let precision = g
+        .precision
+        .map(Precision::from)
+        .unwrap_or_else(|| bundle.default_precision());
+    log::info!(
+        "model {} ({}), {precision} towers",
+        bundle.spec.name,
+        bundle.root.display()
+    );
     let options = EngineOptions {
-        precision: g.precision.into(),
+        precision,
         cache_dir: if g.no_cache {
             None
         } else {

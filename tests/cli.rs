@@ -3,41 +3,12 @@
 
 mod common;
 
+use common::{edgeclip, lines, repo, stderr, stdout};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BUNDLE: &str = "clip-vit-b-32-seeded";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs edgeclip with a private EDGECLIP_HOME (so caches start empty and are isolated).
-fn edgeclip(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeclip"))
-        .args(args)
-        .env("EDGECLIP_HOME", home)
-        .env_remove("EDGECLIP_MODEL")
-        .env_remove("RUST_LOG")
-        .current_dir(repo())
-        .output()
-        .expect("edgeclip runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn lines(o: &Output) -> Vec<serde_json::Value> {
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 fn bundle() -> Option<String> {
     Some(common::bundle_dir(BUNDLE)?.display().to_string())

@@ -1,13 +1,26 @@
 //! Hugging Face `tokenizer.json` tokenizers (BPE, WordPiece, Unigram) via the
 //! `tokenizers` crate, for text towers that ship one instead of CLIP's BPE
 //! vocabulary (multilingual and ruCLIP-style models).
+//!
+//! For BERT WordPiece files (`BertNormalizer` + `BertPreTokenizer`, e.g. the
+//! `edgeclip-demo` bundle's all-MiniLM-L6-v2), ids equal transformers' slow,
+//! pure-Python `BertTokenizer` (tests/wordpiece_parity.rs). One crate bug is
+//! worked around here: its `BertNormalizer` puts spaces around CJK ideographs
+//! only from U+2B920 on in Extension E, where BERT's `_is_chinese_char` starts
+//! at U+2B820 (tokenizers 0.22.2); see [`BERT_CJK_GAP`]. Known remaining
+//! differences, which no real label reaches: the crate classifies characters
+//! (control, punctuation, non-spacing mark) with older Unicode tables than
+//! Python 3.11's 14.0, so code points unassigned there or assigned/recategorised
+//! since (e.g. U+061D, U+0898, U+2E55) can tokenize differently, and Python
+//! drops unassigned code points as control characters while the crate keeps
+//! them.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams,
-    TruncationStrategy,
+    NormalizerWrapper, PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection,
+    TruncationParams, TruncationStrategy,
 };
 
 use super::{Tokenizer, TokenizerError, Tokens};
@@ -15,6 +28,13 @@ use super::{Tokenizer, TokenizerError, Tokens};
 /// Pad tokens looked up, in order, when neither the caller nor the
 /// tokenizer.json names a padding id.
 const PAD_TOKEN_CANDIDATES: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
+
+/// CJK Extension E ideographs that BERT's reference tokenizer splits off as
+/// Chinese characters (its range is U+2B820..=U+2CEAF) but the `tokenizers`
+/// crate's `BertNormalizer` does not (its range starts at U+2B920, a typo
+/// upstream). With `handle_chinese_chars`, [`HfTokenizer::encode`] puts the
+/// spaces around them itself, as BERT's `_tokenize_chinese_chars` does.
+const BERT_CJK_GAP: std::ops::RangeInclusive<char> = '\u{2B820}'..='\u{2B91F}';
 
 /// A `tokenizer.json` tokenizer, truncating and padding to a fixed length.
 ///
@@ -27,6 +47,9 @@ pub struct HfTokenizer {
     context_length: usize,
     pad_id: i64,
     fingerprint: String,
+    /// The normalizer is a `BertNormalizer` with `handle_chinese_chars`: space
+    /// out [`BERT_CJK_GAP`] characters before encoding.
+    space_cjk_gap: bool,
 }
 
 impl std::fmt::Debug for HfTokenizer {
@@ -111,6 +134,11 @@ impl HfTokenizer {
             pad_token,
         }));
 
+        let space_cjk_gap = matches!(
+            inner.get_normalizer(),
+            Some(NormalizerWrapper::BertNormalizer(n)) if n.handle_chinese_chars
+        );
+
         let fingerprint = format!("hf-tokenizer:{}", hex::encode(Sha256::digest(&raw)));
         Ok(Self {
             inner,
@@ -118,6 +146,7 @@ impl HfTokenizer {
             context_length,
             pad_id,
             fingerprint,
+            space_cjk_gap,
         })
     }
 
@@ -134,11 +163,36 @@ impl HfTokenizer {
     }
 }
 
+/// `text` with a space either side of every [`BERT_CJK_GAP`] character.
+/// Spaces commute with the rest of `BertNormalizer` (clean-up keeps them,
+/// the character has no decomposition or lowercase), so the result equals
+/// splitting the character off after clean-up, as BERT does.
+fn space_cjk_gap(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if BERT_CJK_GAP.contains(&c) {
+            out.push(' ');
+            out.push(c);
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Tokenizer for HfTokenizer {
     fn encode(&self, text: &str) -> Result<Tokens, TokenizerError> {
+        let spaced;
+        let input = if self.space_cjk_gap && text.chars().any(|c| BERT_CJK_GAP.contains(&c)) {
+            spaced = space_cjk_gap(text);
+            spaced.as_str()
+        } else {
+            text
+        };
         let encoding = self
             .inner
-            .encode(text, true)
+            .encode(input, true)
             .map_err(|e| self.hf_error(format!("encoding {text:?}: {e}")))?;
         let mut ids: Vec<i64> = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
         let mut attention_mask: Vec<i64> = encoding

@@ -449,6 +449,60 @@ fn hf_tokenizer_errors_are_typed() -> TestResult {
     Ok(())
 }
 
+/// [`HF_JSON`] as a BERT tokenizer (`BertNormalizer` + `BertPreTokenizer`)
+/// whose vocabulary also has two CJK Extension E ideographs and `b`.
+fn bert_json(handle_chinese_chars: bool) -> String {
+    HF_JSON
+        .replace(
+            r#""normalizer": {"type": "Lowercase"}"#,
+            &format!(
+                r#""normalizer": {{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": {handle_chinese_chars}, "strip_accents": null, "lowercase": true}}"#
+            ),
+        )
+        .replace(
+            r#""pre_tokenizer": {"type": "Whitespace"}"#,
+            r#""pre_tokenizer": {"type": "BertPreTokenizer"}"#,
+        )
+        .replace(
+            r###""##s": 8}"###,
+            "\"##s\": 8, \"\u{2B820}\": 9, \"\u{2B920}\": 10, \"b\": 11}",
+        )
+}
+
+/// BERT's `_is_chinese_char` covers U+2B820..=U+2CEAF; the `tokenizers`
+/// crate starts that range at U+2B920, so `HfTokenizer` spaces out
+/// U+2B820..=U+2B91F itself (expected ids from transformers' slow
+/// `BertTokenizer`: `a` + ideograph + `b` are three words).
+#[test]
+fn bert_splits_all_of_cjk_extension_e() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, bert_json(true))?;
+    let tok = HfTokenizer::from_file(&path, 8, None)?;
+    let t = tok.encode("A\u{2B820}b")?;
+    assert_eq!(t.ids, [2, 4, 9, 11, 3, 0, 0, 0]);
+    assert_eq!(t.attention_mask, [1, 1, 1, 1, 1, 0, 0, 0]);
+    // Already split by the crate (U+2B920), and the gap's ends.
+    assert_eq!(tok.encode("a\u{2B920}b")?.ids, [2, 4, 10, 11, 3, 0, 0, 0]);
+    assert_eq!(tok.encode("a\u{2B91F}b")?.ids, [2, 4, 1, 11, 3, 0, 0, 0]);
+    assert_eq!(
+        tok.encode("\u{2B820}\u{2B820}")?.ids,
+        [2, 9, 9, 3, 0, 0, 0, 0]
+    );
+    // Untouched text around it, truncation still keeps [SEP] last.
+    assert_eq!(
+        tok.encode("a photo of \u{2B820} cats a a")?.ids,
+        [2, 4, 5, 6, 9, 7, 8, 3]
+    );
+
+    // Without handle_chinese_chars BERT does not split CJK at all: one word.
+    std::fs::write(&path, bert_json(false))?;
+    let tok = HfTokenizer::from_file(&path, 8, None)?;
+    assert_eq!(tok.encode("a\u{2B820}b")?.ids, [2, 1, 3, 0, 0, 0, 0, 0]);
+    assert_eq!(tok.encode("a\u{2B920}b")?.ids, [2, 1, 3, 0, 0, 0, 0, 0]);
+    Ok(())
+}
+
 /// Deterministic pseudo-random words over a few alphabets.
 fn random_words(count: usize, max_len: usize) -> Vec<String> {
     let alphabets: [&[char]; 5] = [

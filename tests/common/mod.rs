@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Environment variable that turns "fixture missing" from a skip into a failure.
 pub const REQUIRE_FIXTURES_ENV: &str = "EDGECLIP_REQUIRE_FIXTURES";
@@ -90,4 +91,39 @@ pub fn shared_datasets() -> Option<PathBuf> {
         "shared datasets",
         "they live in ../shared/datasets next to the checkout (see ../shared/README.md)",
     )
+}
+
+/// The repository root (examples/, models/ are read relative to it).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the `edgeclip` binary in the repository root with a private EDGECLIP_HOME (so caches start empty and are isolated).
+pub fn edgeclip(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeclip"))
+        .args(args)
+        .env("EDGECLIP_HOME", home)
+        .env_remove("EDGECLIP_MODEL")
+        .env_remove("RUST_LOG")
+        .current_dir(repo())
+        .output()
+        .expect("edgeclip runs")
+}
+
+/// The output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The error output as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// stdout parsed as JSON Lines.
+pub fn lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
