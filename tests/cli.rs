@@ -5,8 +5,7 @@ mod common;
 
 use common::{edgeclip, lines, repo, stderr, stdout};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 const BUNDLE: &str = "clip-vit-b-32-seeded";
 
