@@ -1,5 +1,6 @@
 //! Tower latency: one image embedding from a preprocessed tensor, one text embedding from
-//! token ids, at fp32 and int8, on the prepared reference bundle (ViT-B/32).
+//! token ids, at every precision each bundle ships: the default edgeclip-demo and the prepared
+//! reference bundle (ViT-B/32).
 //!
 //! Run: `cargo bench --bench encode` (after `models/prepare`). EDGECLIP_BENCH_THREADS sets
 //! tract's thread count (default: all cores).
@@ -10,23 +11,33 @@ use edgeclip::encoder::{self, ImageEncoder, TextEncoder};
 use edgeclip::engine::load_tokenizer;
 
 fn towers(c: &mut Criterion) {
-    let Ok(bundle) = Bundle::open(DEFAULT_MODEL) else {
-        eprintln!("skipping: bundle {DEFAULT_MODEL} not prepared (run models/prepare)");
-        return;
-    };
     let threads = std::env::var("EDGECLIP_BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(encoder::default_threads);
     encoder::set_threads(threads);
+    for name in [DEFAULT_MODEL, "clip-vit-b-32-seeded"] {
+        let Ok(bundle) = Bundle::open(name) else {
+            eprintln!("skipping: bundle {name} not prepared (run models/prepare)");
+            continue;
+        };
+        bundle_towers(c, &bundle, threads);
+    }
+}
+
+/// Every precision the bundle ships, both towers.
+fn bundle_towers(c: &mut Criterion, bundle: &Bundle, threads: usize) {
     let tokenizer = load_tokenizer(&bundle.spec.tokenizer).expect("tokenizer loads");
     let tokens = tokenizer
         .encode("a photo of the large coffee mug.")
         .expect("tokenizes");
-    let mut g = c.benchmark_group(format!("towers/{threads}t"));
+    let mut g = c.benchmark_group(format!("{}/{threads}t", bundle.spec.name));
     g.sample_size(20);
     for precision in [Precision::Fp32, Precision::Int8] {
-        let image = ImageEncoder::load(&bundle, precision).expect("image tower loads");
+        if !bundle.spec.visual.files.contains_key(&precision) {
+            continue;
+        }
+        let image = ImageEncoder::load(bundle, precision).expect("image tower loads");
         // A deterministic, image-like input: the values are irrelevant to the cost.
         let pixels: Vec<f32> = (0..image.input_len())
             .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
@@ -34,7 +45,7 @@ fn towers(c: &mut Criterion) {
         g.bench_function(format!("image/{precision}"), |b| {
             b.iter(|| image.encode(&pixels).expect("runs"))
         });
-        let text = TextEncoder::load(&bundle, precision, tokenizer.context_length())
+        let text = TextEncoder::load(bundle, precision, tokenizer.context_length())
             .expect("text tower loads");
         g.bench_function(format!("text/{precision}"), |b| {
             b.iter(|| text.encode(&tokens).expect("runs"))

@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench label_cache` (after `models/prepare`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgeclip::bundle::{Bundle, Precision, DEFAULT_MODEL};
+use edgeclip::bundle::{Bundle, DEFAULT_MODEL};
 use edgeclip::cache::{CacheKey, EmbeddingCache};
 use edgeclip::encoder::Embedding;
 use edgeclip::engine::{load_tokenizer, Engine, EngineOptions};
@@ -24,7 +24,9 @@ fn warm_start(c: &mut Criterion) {
         "bench",
     );
     let key = CacheKey {
-        model_sha256: bundle.textual_digest(Precision::Fp32).expect("digest"),
+        model_sha256: bundle
+            .textual_digest(bundle.default_precision())
+            .expect("digest"),
         tokenizer: load_tokenizer(&bundle.spec.tokenizer)
             .expect("tokenizer")
             .fingerprint()
@@ -46,7 +48,7 @@ fn warm_start(c: &mut Criterion) {
     }
     drop(cache);
     let options = EngineOptions {
-        precision: Precision::Fp32,
+        precision: bundle.default_precision(),
         cache_dir: Some(dir.path().to_path_buf()),
     };
     let mut g = c.benchmark_group("warm_start");
