@@ -11,6 +11,7 @@ preprocessing the Rust runtime applies (reproduced here so training sees exactly
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tarfile
@@ -253,6 +254,7 @@ def folder_split(root: Path) -> list[tuple[Path, str]]:
     return [(p, c.name) for c in sorted(root.iterdir()) if c.is_dir() for p in sorted(c.iterdir())]
 
 
+@functools.cache
 def label_map() -> dict[str, str]:
     """examples/caltech101.map (`folder = label text`), the same file `edgeclip eval --label-map` reads."""
     path = Path(__file__).resolve().parent.parent / "examples" / "caltech101.map"

@@ -17,7 +17,6 @@ softmax over cosine × logit scale, taken per data set over that data set's trai
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -172,7 +171,7 @@ def main() -> int:
     in_text = F.normalize(in_prompts.mean(1), dim=-1)
     for s in splits.values():
         # class folder -> [templates, 384] prompt embeddings, looked up by name
-        s["prompts"] = _PromptTable(bank, s["classes"])
+        s["prompts"] = _PromptTable(bank)
         s["labels"] = np.array(s["classes"])[s["labels"]]
 
     backbone = dm.load_efficientnet_lite0()
@@ -270,7 +269,7 @@ def main() -> int:
 class _PromptTable:
     """Maps a list of class folder names to their stacked prompt embeddings (cached per list)."""
 
-    def __init__(self, bank, classes):
+    def __init__(self, bank):
         self.bank = bank
         self.cache: dict[tuple, torch.Tensor] = {}
 

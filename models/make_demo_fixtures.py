@@ -245,7 +245,6 @@ def embedding_inputs() -> tuple[list[str], list[str]]:
 
 
 def write_embeddings(bundle: Path, out: Path) -> None:
-    import numpy as np
     import onnxruntime as ort
 
     import demo_model as dm
