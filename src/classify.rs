@@ -64,7 +64,7 @@ impl LabelMatrix {
 }
 
 /// One label with its probability.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct LabelScore {
     /// The label.
     pub label: String,

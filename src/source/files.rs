@@ -1,4 +1,4 @@
-//! Where encoded images come from: files, directories, standard input.
+//! One-shot inputs: image files, directories and one image on standard input.
 //!
 //! A source yields [`Frame`]s one at a time, so a directory of 10,000 photos is never
 //! held in memory, and an unreadable file is one error in the stream, not the end of it.
