@@ -58,8 +58,9 @@ pub struct Global {
     /// Model bundle: a directory path, or a name looked up in $EDGECLIP_HOME, then
     /// <prefix>/share/edgeclip/models, then the source checkout's models/ (where the default
     /// edgeclip-demo bundle is committed).
-    #[arg(long, short = 'm', global = true, env = "EDGECLIP_MODEL", default_value = DEFAULT_MODEL)]
-    pub model: String,
+    /// [default: edgeclip-demo]
+    #[arg(long, short = 'm', global = true, env = "EDGECLIP_MODEL")]
+    pub model: Option<String>,
     /// Numeric precision of the towers [default: fp32 when the bundle has it, else int8].
     #[arg(long, global = true, value_enum)]
     pub precision: Option<PrecisionArg>,
@@ -72,6 +73,13 @@ pub struct Global {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl Global {
+    /// `--model`, or the default bundle.
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
+    }
 }
 
 /// `--precision` values.
@@ -176,6 +184,10 @@ pub enum Command {
         #[arg(long, default_value = "examples/images/chelsea.png")]
         image: PathBuf,
     },
+    /// Watch cameras and streams; emit events when what they see changes (a service).
+    #[cfg(feature = "wip-run")]
+    #[command(long_about = crate::run_cmd::RUN_ABOUT, after_long_help = crate::run_cmd::RUN_AFTER)]
+    Run(crate::run_cmd::RunArgs),
     /// Show what a bundle holds, what was inferred, and check its files.
     Inspect {
         /// Bundle name or path (default: --model).
@@ -204,16 +216,39 @@ impl From<TemplatesArg> for TemplateSet {
     }
 }
 
+/// Whether the command is the long-running service.
+pub fn is_run(command: &Command) -> bool {
+    #[cfg(feature = "wip-run")]
+    if matches!(command, Command::Run(_)) {
+        return true;
+    }
+    let _ = command;
+    false
+}
+
 /// Runs a parsed command line; the exit code says whether anything was done.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
-    encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
     match cli.command {
+        // Threads may come from the config file or the board profile: run sets them.
+        #[cfg(feature = "wip-run")]
+        Command::Run(ref args) => crate::run_cmd::run(g, args),
+        command => {
+            encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
+            one_shot(g, command)
+        }
+    }
+}
+
+fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
+    match command {
+        #[cfg(feature = "wip-run")]
+        Command::Run(ref args) => crate::run_cmd::run(g, args),
         Command::Bench {
             iterations,
             ref image,
         } => bench(g, iterations.max(1), image),
-        Command::Inspect { model } => inspect(model.as_deref().unwrap_or(&g.model)),
+        Command::Inspect { model } => inspect(model.as_deref().unwrap_or(g.model())),
         Command::Tokenize { texts } => {
             let engine = open_engine(g)?;
             let mut out = std::io::stdout().lock();
@@ -299,7 +334,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn open_engine(g: &Global) -> Result<Engine> {
-    let bundle = Bundle::open(&g.model)?;
+    let bundle = Bundle::open(g.model())?;
     let precision = g
         .precision
         .map(Precision::from)

@@ -71,6 +71,15 @@ pub struct EmbedStats {
     pub computed: usize,
 }
 
+/// Time spent in each stage of [`Engine::embed_image_timed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ImageTimings {
+    /// Resize, crop, normalise.
+    pub preprocess: std::time::Duration,
+    /// The image tower.
+    pub encode: std::time::Duration,
+}
+
 /// One bundle's tokenizer, towers, preprocessing and text cache.
 pub struct Engine {
     bundle: Bundle,
@@ -154,6 +163,11 @@ impl Engine {
         self.image
             .as_ref()
             .ok_or_else(|| unreachable_tower("visual"))
+    }
+
+    /// Loads the text tower now (otherwise it loads with the first prompt the cache lacks).
+    pub fn load_text_tower(&mut self) -> Result<(), EngineError> {
+        self.text_tower().map(|_| ())
     }
 
     fn text_tower(&mut self) -> Result<&TextEncoder, EngineError> {
@@ -244,15 +258,30 @@ impl Engine {
 
     /// Preprocesses and embeds a decoded RGB image.
     pub fn embed_image(&mut self, img: &image::RgbImage) -> Result<Embedding, EngineError> {
+        Ok(self.embed_image_timed(img)?.0)
+    }
+
+    /// [`Engine::embed_image`], also reporting how long each stage took.
+    pub fn embed_image_timed(
+        &mut self,
+        img: &image::RgbImage,
+    ) -> Result<(Embedding, ImageTimings), EngineError> {
         self.load_image_tower()?;
+        let t0 = Instant::now();
         let n = 3 * (self.bundle.spec.preprocess.image_size as usize).pow(2);
         self.pixels.resize(n, 0.0);
         self.preprocessor.run_into(img, &mut self.pixels)?;
+        let t1 = Instant::now();
         let tower = self
             .image
             .as_ref()
             .ok_or_else(|| unreachable_tower("visual"))?;
-        Ok(tower.encode(&self.pixels)?)
+        let embedding = tower.encode(&self.pixels)?;
+        let timings = ImageTimings {
+            preprocess: t1 - t0,
+            encode: t1.elapsed(),
+        };
+        Ok((embedding, timings))
     }
 
     /// Embeds an already preprocessed CHW tensor.

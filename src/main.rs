@@ -1,6 +1,8 @@
 //! `edgeclip`: the command-line front of the library. Argument parsing and output only.
 
 mod cli;
+#[cfg(feature = "wip-run")]
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -8,8 +10,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // A service's log is its record: `run` says what it is doing by default.
+    let quiet = if cli::is_run(&args.command) {
+        "info"
+    } else {
+        "warn"
+    };
     let level = match args.global.verbose {
-        0 => "warn",
+        0 => quiet,
         1 => "info",
         2 => "debug",
         _ => "trace",

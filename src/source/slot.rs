@@ -81,6 +81,17 @@ impl LatestSlot {
         frame
     }
 
+    /// Waits up to `timeout` until a frame is in the slot or the slot is closed, without
+    /// taking it. Returns whether a frame is there.
+    pub fn wait_for_frame(&self, timeout: Duration) -> bool {
+        let inner = self.lock();
+        let (inner, _) = self
+            .ready
+            .wait_timeout_while(inner, timeout, |i| i.frame.is_none() && !i.closed)
+            .unwrap_or_else(|p| p.into_inner());
+        inner.frame.is_some()
+    }
+
     /// Marks the end of capture (the source ended or gave up); a frame still in the slot
     /// can be taken.
     pub fn close(&self) {

@@ -1,0 +1,318 @@
+//! The operations endpoint: `/healthz` (JSON), `/metrics` (Prometheus text), `/snapshot.jpg`.
+//!
+//! Read-only and bound to loopback by default: it shows what the device sees, so exposing
+//! it beyond the host is the operator's explicit choice (`--http 0.0.0.0:9464`).
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde_json::json;
+use tiny_http::{Header, Response, Server};
+
+use super::metrics::{header, label_value};
+use super::{lock, ServiceError, ServiceState};
+
+/// A running endpoint.
+pub(super) struct HttpServer {
+    server: Arc<Server>,
+    thread: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Stops accepting requests and waits for the serving thread.
+    pub(super) fn stop(self) {
+        self.server.unblock();
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts serving `state` on `addr`.
+pub(super) fn serve(
+    addr: SocketAddr,
+    state: Arc<ServiceState>,
+) -> Result<HttpServer, ServiceError> {
+    let server = Arc::new(Server::http(addr).map_err(|e| ServiceError::Http {
+        addr: addr.to_string(),
+        reason: format!("{e} (another edgeclip running? pick a port with --http, or --no-http)"),
+    })?);
+    log::info!("health and metrics on http://{addr}/healthz and /metrics");
+    let thread = {
+        let server = server.clone();
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                for request in server.incoming_requests() {
+                    let url = request.url().to_string();
+                    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+                    let response = match path {
+                        "/healthz" => json_response(&healthz(&state)),
+                        "/metrics" => text_response(
+                            metrics(&state),
+                            "text/plain; version=0.0.4; charset=utf-8",
+                            200,
+                        ),
+                        "/snapshot.jpg" => snapshot(&state, query),
+                        "/" => text_response(
+                            "edgeclip: /healthz /metrics /snapshot.jpg?camera=NAME\n".into(),
+                            "text/plain; charset=utf-8",
+                            200,
+                        ),
+                        _ => text_response("not found\n".into(), "text/plain", 404),
+                    };
+                    if let Err(e) = request.respond(response) {
+                        log::debug!("http: {e}");
+                    }
+                }
+            })
+            .map_err(ServiceError::Thread)?
+    };
+    Ok(HttpServer { server, thread })
+}
+
+type Body = Response<std::io::Cursor<Vec<u8>>>;
+
+fn with_type(r: Body, content_type: &str) -> Body {
+    match Header::from_bytes("Content-Type", content_type) {
+        Ok(h) => r.with_header(h),
+        Err(()) => r,
+    }
+}
+
+fn text_response(body: String, content_type: &str, status: u16) -> Body {
+    with_type(
+        Response::from_data(body.into_bytes()).with_status_code(status),
+        content_type,
+    )
+}
+
+fn json_response(v: &serde_json::Value) -> Body {
+    text_response(format!("{v}\n"), "application/json", 200)
+}
+
+/// The `/healthz` document.
+pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
+    let labels = state.labels.status();
+    let cameras: Vec<_> = state
+        .cameras
+        .iter()
+        .map(|c| {
+            let slot = c.slot.stats();
+            json!({
+                "name": c.name,
+                "source": c.source,
+                "state": *lock(&c.state),
+                "frames_captured": slot.captured,
+                "frames_dropped": slot.dropped,
+                "frames_classified": c.classified.load(Ordering::Relaxed),
+                "frames_failed": c.failed.load(Ordering::Relaxed) + c.capture.corrupt.load(Ordering::Relaxed),
+                "reconnects": c.capture.reconnects.load(Ordering::Relaxed),
+                "last": *lock(&c.last),
+                "last_error": c.capture.last_error(),
+            })
+        })
+        .collect();
+    let sinks: Vec<_> = state
+        .sinks
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "sent": s.sent.load(Ordering::Relaxed),
+                "errors": s.errors.load(Ordering::Relaxed),
+                "backlog": s.backlog.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let all_running = state
+        .cameras
+        .iter()
+        .all(|c| lock(&c.state).as_str() == "running");
+    let status = if labels.last_error.is_none() && all_running {
+        "ok"
+    } else {
+        "degraded"
+    };
+    json!({
+        "status": status,
+        "uptime_s": state.started.elapsed().as_secs_f64(),
+        "model": state.model,
+        "precision": state.precision.to_string(),
+        "backend": "tract-cpu",
+        "cameras": cameras,
+        "labels": labels,
+        "sinks": sinks,
+        "last_error": *lock(&state.last_error),
+    })
+}
+
+/// The `/metrics` text.
+pub(super) fn metrics(state: &ServiceState) -> String {
+    let mut out = String::new();
+    let per_camera =
+        |out: &mut String, name: &str, help: &str, f: &dyn Fn(&super::CameraStatus) -> u64| {
+            header(out, name, "counter", help);
+            for c in &state.cameras {
+                let _ = writeln!(
+                    out,
+                    "{name}{{camera=\"{}\"}} {}",
+                    label_value(&c.name),
+                    f(c)
+                );
+            }
+        };
+    per_camera(
+        &mut out,
+        "edgeclip_frames_captured_total",
+        "Frames captured.",
+        &|c| c.slot.stats().captured,
+    );
+    per_camera(
+        &mut out,
+        "edgeclip_frames_dropped_total",
+        "Frames replaced by a newer one before inference took them.",
+        &|c| c.slot.stats().dropped,
+    );
+    per_camera(
+        &mut out,
+        "edgeclip_frames_failed_total",
+        "Frames that could not be read, decoded or classified.",
+        &|c| c.failed.load(Ordering::Relaxed) + c.capture.corrupt.load(Ordering::Relaxed),
+    );
+    per_camera(
+        &mut out,
+        "edgeclip_frames_classified_total",
+        "Frames classified.",
+        &|c| c.classified.load(Ordering::Relaxed),
+    );
+    per_camera(
+        &mut out,
+        "edgeclip_reconnects_total",
+        "Reconnections after the source was lost.",
+        &|c| c.capture.reconnects.load(Ordering::Relaxed),
+    );
+
+    let name = "edgeclip_stage_seconds";
+    header(&mut out, name, "histogram", "Latency per pipeline stage.");
+    let s = &state.stages;
+    for (stage, h) in [
+        ("queue", &s.queue),
+        ("decode", &s.decode),
+        ("preprocess", &s.preprocess),
+        ("image", &s.image),
+        ("classify", &s.classify),
+        ("sink", &s.sink),
+        ("total", &s.total),
+    ] {
+        h.write(&mut out, name, &format!("stage=\"{stage}\""));
+    }
+
+    let name = "edgeclip_events_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Events emitted, per camera and label.",
+    );
+    for ((camera, label), n) in lock(&state.events).iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{camera=\"{}\",label=\"{}\"}} {n}",
+            label_value(camera),
+            label_value(label)
+        );
+    }
+
+    let labels = state.labels.status();
+    let name = "edgeclip_label_reloads_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Label-file edits applied (ok) or rejected (error).",
+    );
+    let _ = writeln!(out, "{name}{{result=\"ok\"}} {}", labels.reloads);
+    let _ = writeln!(out, "{name}{{result=\"error\"}} {}", labels.reload_errors);
+    let name = "edgeclip_labels";
+    header(&mut out, name, "gauge", "Labels in the running set.");
+    let _ = writeln!(out, "{name} {}", labels.count);
+    let name = "edgeclip_labels_version";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Version of the running label set (1 at start).",
+    );
+    let _ = writeln!(out, "{name} {}", labels.version);
+
+    let name = "edgeclip_sink_backlog";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Events held by a sink, not yet delivered.",
+    );
+    for sink in &state.sinks {
+        let _ = writeln!(
+            out,
+            "{name}{{sink=\"{}\"}} {}",
+            label_value(&sink.name),
+            sink.backlog.load(Ordering::Relaxed)
+        );
+    }
+    let name = "edgeclip_sink_errors_total";
+    header(&mut out, name, "counter", "Events a sink refused.");
+    for sink in &state.sinks {
+        let _ = writeln!(
+            out,
+            "{name}{{sink=\"{}\"}} {}",
+            label_value(&sink.name),
+            sink.errors.load(Ordering::Relaxed)
+        );
+    }
+    let name = "edgeclip_uptime_seconds";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Seconds since the pipeline started.",
+    );
+    let _ = writeln!(out, "{name} {}", state.started.elapsed().as_secs_f64());
+    out
+}
+
+fn snapshot(state: &ServiceState, query: &str) -> Body {
+    let wanted = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("camera="))
+        .map(|v| v.to_string());
+    let camera = match &wanted {
+        Some(name) => state.cameras.iter().find(|c| &c.name == name),
+        None => state.cameras.first(),
+    };
+    let Some(camera) = camera else {
+        let names: Vec<_> = state.cameras.iter().map(|c| c.name.as_str()).collect();
+        return text_response(
+            format!(
+                "no camera '{}'; cameras: {}\n",
+                wanted.unwrap_or_default(),
+                names.join(", ")
+            ),
+            "text/plain; charset=utf-8",
+            404,
+        );
+    };
+    let Some(img) = lock(&camera.latest).clone() else {
+        return text_response(
+            format!("camera '{}' has no frame yet\n", camera.name),
+            "text/plain; charset=utf-8",
+            503,
+        );
+    };
+    match super::encode_jpeg(&img) {
+        Ok(bytes) => with_type(Response::from_data(bytes), "image/jpeg"),
+        Err(e) => text_response(format!("{e}\n"), "text/plain", 500),
+    }
+}

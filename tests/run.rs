@@ -1,0 +1,589 @@
+//! `edgeclip run` as a real process: MJPEG on stdin, live label edits, the HTTP endpoint,
+//! signals, the webhook spool across restarts, MQTT against a real mosquitto.
+//!
+//! These use the committed edgeclip-demo bundle and photos from ../shared.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn photos() -> Option<PathBuf> {
+    common::shared_datasets().map(|d| d.join("photos/darknet-deb"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `edgeclip run ARGS` with a private EDGECLIP_HOME, stdout and stdin piped.
+fn spawn_run(home: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_edgeclip"))
+        .arg("run")
+        .args(args)
+        .env("EDGECLIP_HOME", home)
+        .env_remove("EDGECLIP_MODEL")
+        .env("RUST_LOG", "edgeclip=info")
+        .current_dir(common::repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edgeclip starts")
+}
+
+/// Events from a child's stdout, as they arrive.
+fn event_stream(stdout: ChildStdout) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects stderr in the background (the log), returned when the child ends.
+fn log_of(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for the first event satisfying `pred`, up to `timeout`.
+fn wait_event(
+    rx: &mpsc::Receiver<Value>,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(v) if pred(&v) => return Some(v),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn http_get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_vec().expect("body");
+    (status, body)
+}
+
+fn top_labels(e: &Value) -> Vec<String> {
+    e["top"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|x| x["label"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn stdin_mjpeg_gives_events_and_label_edits_apply_live() {
+    let Some(photos) = photos() else { return };
+    let giraffe = std::fs::read(photos.join("giraffe.jpg")).expect("giraffe.jpg");
+    let home = tempfile::tempdir().unwrap();
+    let labels = home.path().join("labels.txt");
+    std::fs::write(&labels, "cat\ndog\n").unwrap();
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let mut child = spawn_run(
+        home.path(),
+        &[
+            "--labels",
+            labels.to_str().unwrap(),
+            "--source",
+            "-",
+            "--emit",
+            "every",
+            "--http",
+            &http,
+        ],
+    );
+    let log = log_of(&mut child);
+    let events = event_stream(child.stdout.take().unwrap());
+
+    // A camera: the same JPEG ten times a second, concatenated on stdin (what
+    // `ffmpeg -f mjpeg -` and `rpicam-vid --codec mjpeg -o -` produce).
+    let mut stdin = child.stdin.take().unwrap();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let feeder = std::thread::spawn(move || {
+        while stop_rx.recv_timeout(Duration::from_millis(100)).is_err() {
+            if stdin
+                .write_all(&giraffe)
+                .and_then(|_| stdin.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Dropping stdin closes the stream: edgeclip ends normally.
+    });
+
+    let first =
+        wait_event(&events, Duration::from_secs(60), |_| true).expect("an event within 60 s");
+    for key in [
+        "id",
+        "ts",
+        "camera",
+        "frame",
+        "label",
+        "score",
+        "top",
+        "latency_ms",
+    ] {
+        assert!(first.get(key).is_some(), "event lacks {key}: {first}");
+    }
+    assert_eq!(first["camera"], "stdin");
+    assert!(
+        ["cat", "dog"].contains(&first["label"].as_str().unwrap()),
+        "{first}"
+    );
+    let ts = first["ts"].as_str().unwrap();
+    assert!(
+        humantime::parse_rfc3339(ts).is_ok(),
+        "ts {ts} is not RFC 3339"
+    );
+
+    // The endpoint, while running.
+    let (status, body) = http_get(port, "/healthz");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["labels"]["version"], 1, "{health}");
+    assert_eq!(health["cameras"][0]["name"], "stdin");
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body).unwrap();
+    assert!(
+        metrics.contains("edgeclip_frames_captured_total{camera=\"stdin\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("edgeclip_stage_seconds_bucket{stage=\"image\",le=\"+Inf\"}"));
+    let (status, body) = http_get(port, "/snapshot.jpg?camera=stdin");
+    assert_eq!(status, 200);
+    assert_eq!(&body[..2], &[0xFF, 0xD8], "a JPEG");
+    assert_eq!(http_get(port, "/snapshot.jpg?camera=nope").0, 404);
+
+    // A technician adds a label: it is in the events within 2 s of the save.
+    std::fs::write(&labels, "cat\ndog\ngiraffe\n").unwrap();
+    let edited = Instant::now();
+    let after = wait_event(&events, Duration::from_secs(30), |e| {
+        top_labels(e).contains(&"giraffe".to_string())
+    })
+    .expect("the new label appears");
+    let took = edited.elapsed();
+    assert!(took < Duration::from_secs(2), "edit applied after {took:?}");
+    assert_eq!(after["label"], "giraffe", "the giraffe photo: {after}");
+
+    // A broken edit: logged, shown by /healthz, and the last good labels keep running.
+    std::fs::write(&labels, "cat\n@templates no-such-set\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let (_, body) = http_get(port, "/healthz");
+        let h: Value = serde_json::from_slice(&body).unwrap();
+        if !h["labels"]["last_error"].is_null() || Instant::now() > deadline {
+            break h;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = health["labels"]["last_error"]
+        .as_str()
+        .expect("last_error set");
+    assert!(err.contains("labels.txt:2"), "error names file:line: {err}");
+    assert_eq!(health["labels"]["version"], 2);
+    assert_eq!(health["status"], "degraded");
+    // Drain what was emitted before the broken edit, then check the running set.
+    while events.try_recv().is_ok() {}
+    let later = wait_event(&events, Duration::from_secs(10), |_| true).expect("events continue");
+    assert_eq!(later["label"], "giraffe", "{later}");
+    assert_eq!(
+        top_labels(&later).len(),
+        3,
+        "still the 3-label set: {later}"
+    );
+
+    stop_tx.send(()).unwrap();
+    feeder.join().unwrap();
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("edit rejected"), "{log}");
+    assert!(log.contains("classified"), "the summary is logged: {log}");
+}
+
+fn replay_dir(photos: &Path, names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::copy(photos.join(n), dir.path().join(format!("{i:02}-{n}"))).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn sigterm_finishes_and_flushes() {
+    let Some(photos) = photos() else { return };
+    let frames = replay_dir(&photos, &["dog.jpg", "kite.jpg", "horses.jpg"]);
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("events/out.jsonl");
+    let mut child = spawn_run(
+        home.path(),
+        &[
+            "--labels",
+            "examples/labels.txt",
+            "--source",
+            &format!("door={}", frames.path().display()),
+            "--loop",
+            "--capture-fps",
+            "20",
+            "--emit",
+            "every",
+            "--sink",
+            &format!("jsonl:{}", out.display()),
+            "--snapshot-dir",
+            home.path().join("snaps").to_str().unwrap(),
+            "--no-http",
+        ],
+    );
+    let log = log_of(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "no events within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}; log:\n{log}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line? {e}: {l}")))
+        .collect();
+    assert!(events.len() >= 3);
+    for e in &events {
+        assert_eq!(e["camera"], "door");
+        let snap = e["snapshot"].as_str().expect("snapshot path");
+        let bytes = std::fs::read(snap).unwrap();
+        assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
+    }
+    let frames: Vec<u64> = events
+        .iter()
+        .map(|e| e["frame"].as_u64().unwrap())
+        .collect();
+    assert!(
+        frames.windows(2).all(|w| w[0] < w[1]),
+        "frames in order: {frames:?}"
+    );
+}
+
+/// A webhook receiver that records request bodies.
+struct Receiver {
+    server: std::sync::Arc<tiny_http::Server>,
+    bodies: mpsc::Receiver<Value>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(port: u16) -> Receiver {
+        let server = std::sync::Arc::new(
+            tiny_http::Server::http(("127.0.0.1", port)).expect("bind receiver"),
+        );
+        let (tx, bodies) = mpsc::channel();
+        let s = server.clone();
+        let thread = std::thread::spawn(move || {
+            for mut req in s.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                let _ = req.respond(tiny_http::Response::empty(200));
+            }
+        });
+        Receiver {
+            server,
+            bodies,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn webhook_events_survive_a_down_receiver_and_a_restart() {
+    let Some(photos) = photos() else { return };
+    let frames = replay_dir(&photos, &["dog.jpg", "kite.jpg"]);
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let run = |n: &str| {
+        let mut child = spawn_run(
+            home.path(),
+            &[
+                "--labels",
+                "examples/labels.txt",
+                "--source",
+                &format!("yard={}", frames.path().display()),
+                "--loop",
+                "--emit",
+                "every",
+                "--max-frames",
+                n,
+                "--sink",
+                &hook,
+                "--no-http",
+            ],
+        );
+        let log = log_of(&mut child);
+        let status = child.wait().unwrap();
+        let log = log.join().unwrap();
+        assert!(status.success(), "exit {status}; log:\n{log}");
+        log
+    };
+    // Receiver down: three events are spooled and stay spooled across the exit.
+    let log = run("3");
+    assert!(log.contains("not delivered"), "{log}");
+    // Receiver up, edgeclip started again: the spool goes first, in order, then new events.
+    let receiver = Receiver::start(port);
+    run("2");
+    let got: Vec<Value> = (0..5)
+        .map(|i| {
+            receiver
+                .bodies
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("event {i} never arrived"))
+        })
+        .collect();
+    assert!(
+        receiver
+            .bodies
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "no duplicates"
+    );
+    // Frame numbers count every captured frame (some are dropped before inference), so
+    // order shows as: increasing within each run, and the first run's three before the
+    // second run's two.
+    let frames: Vec<u64> = got.iter().map(|e| e["frame"].as_u64().unwrap()).collect();
+    let ts: Vec<&str> = got.iter().map(|e| e["ts"].as_str().unwrap()).collect();
+    assert!(
+        frames[..3].windows(2).all(|w| w[0] < w[1]),
+        "run 1 in order: {frames:?}"
+    );
+    assert!(
+        frames[3..].windows(2).all(|w| w[0] < w[1]),
+        "run 2 in order: {frames:?}"
+    );
+    assert!(ts[2] < ts[3], "spooled events first: {ts:?}");
+    let mut ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "unique ids");
+}
+
+/// A mosquitto broker on a free port, stopped on drop.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mosquitto(dir: &Path, port: u16) -> Option<Broker> {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let bin = common::require_path(
+        Path::new(bin.unwrap_or("/usr/sbin/mosquitto")),
+        "mosquitto",
+        "install it: apt-get install mosquitto mosquitto-clients (.ci/run does)",
+    )?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Broker(child))
+}
+
+#[test]
+fn mqtt_events_state_and_discovery_reach_a_real_broker() {
+    let Some(photos) = photos() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let Some(_broker) = mosquitto(home.path(), port) else {
+        return;
+    };
+    let frames = replay_dir(&photos, &["dog.jpg"]);
+    let mut child = spawn_run(
+        home.path(),
+        &[
+            "--labels",
+            "examples/labels.txt",
+            "--source",
+            &format!("porch={}", frames.path().display()),
+            "--loop",
+            "--emit",
+            "every",
+            "--max-frames",
+            "2",
+            "--sink",
+            &format!("mqtt://127.0.0.1:{port}/home"),
+            "--no-http",
+        ],
+    );
+    let log = log_of(&mut child);
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    // Retained messages are what a subscriber arriving later (Home Assistant) sees.
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-v", "-W", "2"])
+        .args(["-t", "home/#", "-t", "homeassistant/#"])
+        .output();
+    let Ok(sub) = sub else {
+        common::require_path(
+            Path::new("/usr/bin/mosquitto_sub"),
+            "mosquitto_sub",
+            "apt-get install mosquitto-clients",
+        );
+        return;
+    };
+    let text = String::from_utf8_lossy(&sub.stdout);
+    let retained: std::collections::HashMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once(' ')).collect();
+    let state: Value =
+        serde_json::from_str(retained.get("home/porch/state").expect(&text)).unwrap();
+    assert_eq!(state["label"], "dog", "{state}");
+    let disc: Value = serde_json::from_str(
+        retained
+            .get("homeassistant/sensor/edgeclip_porch/config")
+            .expect(&text),
+    )
+    .unwrap();
+    assert_eq!(disc["state_topic"], "home/porch/state");
+    assert_eq!(
+        retained.get("home/status").copied(),
+        Some("offline"),
+        "clean exit says offline"
+    );
+}
+
+#[test]
+fn check_config_validates_without_starting() {
+    let home = tempfile::tempdir().unwrap();
+    let ok = common::edgeclip(
+        home.path(),
+        &[
+            "run",
+            "--config",
+            "examples/edgeclip.toml",
+            "--check-config",
+        ],
+    );
+    assert!(ok.status.success(), "{}", common::stderr(&ok));
+    assert!(common::stdout(&ok).contains("configuration is valid"));
+
+    let bad = home.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "labels = \"../examples/labels.txt\"\n[[camera]]\nname = \"x\"\nsource = \"ftp://nope\"\n",
+    )
+    .unwrap();
+    let out = common::edgeclip(
+        home.path(),
+        &["run", "--config", bad.to_str().unwrap(), "--check-config"],
+    );
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("camera 'x'") && err.contains("ftp://nope"),
+        "{err}"
+    );
+
+    let broken_labels = home.path().join("labels.txt");
+    std::fs::write(&broken_labels, "cat\n@templates nope\n").unwrap();
+    let out = common::edgeclip(
+        home.path(),
+        &[
+            "run",
+            "-l",
+            broken_labels.to_str().unwrap(),
+            "--source",
+            "pattern:",
+            "--check-config",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("labels.txt:2"),
+        "{}",
+        common::stderr(&out)
+    );
+}
