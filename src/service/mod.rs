@@ -742,14 +742,16 @@ pub fn run(
 }
 
 fn log_summary(state: &ServiceState) {
+    let secs = state.started.elapsed().as_secs_f64();
     for c in &state.cameras {
         let slot = c.slot.stats();
+        let classified = c.classified.load(Ordering::Relaxed);
         log::info!(
-            "camera {}: {} captured, {} dropped, {} classified, {} failed, {} corrupt, {} reconnects",
+            "camera {}: {} captured, {} dropped, {classified} classified ({:.2}/s over {secs:.1} s), {} failed, {} corrupt, {} reconnects",
             c.name,
             slot.captured,
             slot.dropped,
-            c.classified.load(Ordering::Relaxed),
+            classified as f64 / secs.max(1e-9),
             c.failed.load(Ordering::Relaxed),
             c.capture.corrupt.load(Ordering::Relaxed),
             c.capture.reconnects.load(Ordering::Relaxed),
