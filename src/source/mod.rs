@@ -10,13 +10,37 @@
 //! Frames cross from capture to inference still encoded ([`FrameData`]): a frame that is
 //! dropped because a newer one arrived is never decoded.
 
+mod capture;
+mod ffmpeg;
 mod files;
+mod http;
+mod mjpeg;
+mod pattern;
+mod replay;
 mod slot;
+mod spec;
+mod stream;
+pub mod v4l2;
+mod yuyv;
 
+pub use capture::{run_capture, Backoff, CaptureSnapshot, CaptureStats};
+pub use ffmpeg::{split_args, Ffmpeg};
 pub use files::{Frame, PathSource, SourceError, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES};
+pub use http::HttpMjpeg;
+pub use mjpeg::{
+    decode_encoded, lacks_huffman_tables, with_huffman_tables, JpegSplitter, SplitError,
+    MAX_FRAME_BYTES, STANDARD_DHT,
+};
+pub use pattern::{Pattern, PatternKind, DEFAULT_PATTERN_FPS, DEFAULT_PATTERN_SIZE};
+pub use replay::{Replay, ReplayInput, DEFAULT_REPLAY_FPS};
 pub use slot::{LatestSlot, SlotStats};
+pub use spec::{PixelFormat, SourceKind, SourceOptions, SourceSpec, SOURCE_FORMS};
+pub use stream::{MjpegFile, ReaderMjpeg};
+pub use yuyv::yuyv_to_rgb;
 
 use std::time::{Instant, SystemTime};
+
+use crate::preprocess::PreprocessError;
 
 /// Pixels of one captured frame, as the device delivered them.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +61,35 @@ pub enum FrameData {
     },
     /// Already decoded RGB (the synthetic pattern).
     Rgb(image::RgbImage),
+}
+
+impl FrameData {
+    /// Decodes the frame to RGB (see [`decode_frame`]), without copying an already-RGB
+    /// frame.
+    pub fn into_rgb(self) -> Result<image::RgbImage, PreprocessError> {
+        match self {
+            FrameData::Rgb(image) => Ok(image),
+            other => decode_frame(&other),
+        }
+    }
+}
+
+/// Decodes a captured frame to 8-bit RGB:
+/// - [`FrameData::Encoded`]: [`crate::preprocess::decode`], after inserting the standard
+///   Huffman tables into an MJPEG frame that omits them ([`with_huffman_tables`]);
+/// - [`FrameData::Yuyv`]: BT.601 limited-range conversion ([`yuyv_to_rgb`]);
+/// - [`FrameData::Rgb`]: a copy.
+pub fn decode_frame(frame: &FrameData) -> Result<image::RgbImage, PreprocessError> {
+    match frame {
+        FrameData::Encoded(bytes) => decode_encoded(bytes),
+        FrameData::Yuyv {
+            width,
+            height,
+            stride,
+            data,
+        } => yuyv_to_rgb(*width, *height, *stride, data),
+        FrameData::Rgb(image) => Ok(image.clone()),
+    }
 }
 
 /// One frame from a camera, stamped by the capture loop.
