@@ -1,0 +1,830 @@
+//! Sinks against real peers: a `mosquitto` broker started per test (stopped and restarted
+//! to test reconnection) and an HTTP receiver on a local socket (down, then up; answering
+//! 5xx and 4xx on demand).
+//!
+//! The MQTT test needs `mosquitto` (Debian: `apt install mosquitto`). Without it the test
+//! is skipped with a message, or fails when `EDGECLIP_REQUIRE_FIXTURES=1`.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use edgeclip::classify::LabelScore;
+use edgeclip::events::Event;
+use edgeclip::sink::mqtt::MqttSink;
+use edgeclip::sink::{self, Sink, SinkOptions};
+use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+
+fn event(camera: &str, frame: u64, label: &str) -> Event {
+    Event {
+        id: format!("{camera}-{frame}"),
+        ts: format!("2025-01-01T00:00:{:02}.000Z", frame % 60),
+        camera: camera.to_string(),
+        frame,
+        label: label.to_string(),
+        score: 0.75,
+        top: vec![
+            LabelScore {
+                label: label.to_string(),
+                score: 0.75,
+            },
+            LabelScore {
+                label: "other".to_string(),
+                score: 0.25,
+            },
+        ],
+        latency_ms: 20.5,
+        snapshot: None,
+    }
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes; returns whether it held.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A port nothing listens on now (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT
+
+/// The `mosquitto` executable, or `None` (after printing why) when the test should skip.
+fn mosquitto() -> Option<PathBuf> {
+    let candidates = [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ];
+    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let on_path = Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        return Some(PathBuf::from("mosquitto"));
+    }
+    let msg = "mosquitto not found (Debian: apt install mosquitto)";
+    if common::fixtures_required() {
+        panic!(
+            "{msg} ({} is set, so this is a failure)",
+            common::REQUIRE_FIXTURES_ENV
+        );
+    }
+    eprintln!("skipping: {msg}");
+    None
+}
+
+/// A mosquitto listening on 127.0.0.1:`port`, without persistence (a restart forgets all
+/// retained messages, as a default broker does). Killed on drop.
+struct Broker {
+    exe: PathBuf,
+    config: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(exe: &Path, dir: &Path, port: u16) -> Broker {
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("write mosquitto.conf");
+        let mut broker = Broker {
+            exe: exe.to_path_buf(),
+            config,
+            port,
+            child: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Starts the broker (again) and waits until it accepts connections.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        let child = Command::new(&self.exe)
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let port = self.port;
+        let listening = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(listening, "mosquitto did not listen on port {port}");
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is acknowledged.
+    fn pause(&self) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("run kill -STOP");
+        assert!(status.success(), "kill -STOP {pid} failed");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One message as a subscriber saw it.
+#[derive(Debug, Clone)]
+struct Message {
+    topic: String,
+    payload: String,
+    retain: bool,
+}
+
+/// A subscriber that reconnects (50 ms apart) and resubscribes after each connection,
+/// recording every message.
+struct Subscriber {
+    client: Client,
+    messages: Arc<Mutex<Vec<Message>>>,
+    subscriptions: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Subscriber {
+    fn start(port: u16, filter: &str) -> Subscriber {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "sinks-test-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::SeqCst)
+        );
+        let options = MqttOptions::new(id, "127.0.0.1", port);
+        let (client, mut connection) = Client::new(options, 100);
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let subscriptions = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let client = client.clone();
+            let messages = Arc::clone(&messages);
+            let subscriptions = Arc::clone(&subscriptions);
+            let stop = Arc::clone(&stop);
+            let filter = filter.to_string();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match connection.recv() {
+                        Err(_) => return,
+                        Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {
+                            let _ = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
+                        }
+                        Ok(Ok(MqttEvent::Incoming(Packet::SubAck(_)))) => {
+                            subscriptions.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                            messages.lock().unwrap().push(Message {
+                                topic: p.topic.clone(),
+                                payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                                retain: p.retain,
+                            });
+                        }
+                        Ok(Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect))) => return,
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+        };
+        Subscriber {
+            client,
+            messages,
+            subscriptions,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the subscriber has been subscribed `n` times (once per connection).
+    fn wait_subscribed(&self, n: u64) {
+        let subscribed = wait_until(Duration::from_secs(10), || {
+            self.subscriptions.load(Ordering::SeqCst) >= n
+        });
+        assert!(subscribed, "test subscriber did not subscribe ({n})");
+    }
+
+    fn on(&self, topic: &str) -> Vec<Message> {
+        let messages = self.messages.lock().unwrap();
+        messages
+            .iter()
+            .filter(|m| m.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// Frames of the events received on `topic`.
+    fn frames(&self, topic: &str) -> Vec<u64> {
+        self.on(topic)
+            .iter()
+            .map(|m| {
+                serde_json::from_str::<Event>(&m.payload)
+                    .expect("an event topic carries Event JSON")
+                    .frame
+            })
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.client.try_disconnect();
+        if let Some(thread) = self.thread.take() {
+            // The thread ends on the DISCONNECT or, while the broker is down, within one
+            // 50 ms retry; don't hang the test if it is stuck on a dead connection.
+            let _ = wait_until(Duration::from_secs(2), || thread.is_finished());
+        }
+    }
+}
+
+/// The retained message on `topic` as a fresh subscriber gets it (the broker's view now), or
+/// `None` if there is none within a second.
+fn retained(port: u16, topic: &str) -> Option<serde_json::Value> {
+    let subscriber = Subscriber::start(port, topic);
+    subscriber.wait_subscribed(1);
+    let mut found = None;
+    wait_until(Duration::from_secs(1), || {
+        found = subscriber.on(topic).into_iter().find(|m| m.retain);
+        found.is_some()
+    });
+    found.map(|m| serde_json::from_str(&m.payload).unwrap_or(serde_json::Value::String(m.payload)))
+}
+
+#[test]
+fn mqtt_publishes_events_state_and_discovery_and_survives_a_broker_restart() {
+    let Some(exe) = mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Broker::start(&exe, dir.path(), port);
+    let watcher = Subscriber::start(port, "#");
+    watcher.wait_subscribed(1);
+
+    let options = SinkOptions {
+        mqtt_client_id: format!("edgeclip-sinks-test-{}", std::process::id()),
+        ..SinkOptions::default()
+    };
+    let mut sink = MqttSink::open(&format!("mqtt://127.0.0.1:{port}/test"), &options).unwrap();
+    assert_eq!(sink.name(), format!("mqtt://127.0.0.1:{port}/test"));
+    let cameras = ["door".to_string(), "Back Yard".to_string()];
+    sink.announce(&cameras, &["cat".to_string(), "person".to_string()])
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.is_connected()),
+        "sink did not connect"
+    );
+
+    let labels = ["cat", "person", "cat", "dog", "person"];
+    let sent: Vec<Event> = (1..=5)
+        .map(|f| event("door", f, labels[f as usize - 1]))
+        .collect();
+    for e in &sent {
+        sink.send(e).unwrap();
+    }
+    sink.send(&event("Back Yard", 1, "fox")).unwrap();
+
+    // Events arrive in order, as sent.
+    let door_events = "test/door/event";
+    assert!(
+        wait_until(Duration::from_secs(5), || watcher.on(door_events).len()
+            >= 5),
+        "events did not arrive: {:?}",
+        watcher.on(door_events)
+    );
+    let received: Vec<Event> = watcher
+        .on(door_events)
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
+    assert_eq!(received, sent);
+    assert!(watcher.on(door_events).iter().all(|m| !m.retain));
+    assert_eq!(watcher.frames("test/Back Yard/event"), vec![1]);
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.backlog() == 0),
+        "backlog {}",
+        sink.backlog()
+    );
+
+    // The broker holds the latest state per camera, availability and discovery.
+    let state = retained(port, "test/door/state").expect("retained door state");
+    assert_eq!(state["label"], "person");
+    assert_eq!(state["frame"], 5);
+    assert_eq!(state["ts"], sent[4].ts);
+    assert!((state["score"].as_f64().unwrap() - 0.75).abs() < 1e-6);
+    assert_eq!(retained(port, "test/status"), Some("online".into()));
+    let check_discovery = |camera: &str, slug: &str| {
+        let topic = format!("homeassistant/sensor/edgeclip_{slug}/config");
+        let config = retained(port, &topic).unwrap_or_else(|| panic!("no discovery at {topic}"));
+        assert_eq!(config["state_topic"], format!("test/{camera}/state"));
+        assert_eq!(
+            config["json_attributes_topic"],
+            format!("test/{camera}/state")
+        );
+        assert_eq!(config["availability_topic"], "test/status");
+        assert_eq!(config["value_template"], "{{ value_json.label }}");
+        assert_eq!(config["unique_id"], format!("edgeclip_{slug}"));
+        assert_eq!(config["device"]["name"], "edgeclip");
+        assert_eq!(config["icon"], "mdi:cctv");
+    };
+    check_discovery("door", "door");
+    check_discovery("Back Yard", "back_yard");
+
+    // The broker freezes, so two events are written but never acknowledged, then dies;
+    // one more event is sent while it is down. None may be lost: rumqttc alone would drop
+    // the unacknowledged ones when the next session turns out to be a new one.
+    broker.pause();
+    sink.send(&event("door", 6, "dog")).unwrap();
+    sink.send(&event("door", 7, "cat")).unwrap();
+    broker.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || !sink.is_connected()),
+        "sink did not notice the broker going away"
+    );
+    let started = Instant::now();
+    sink.send(&event("door", 8, "bird")).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "send blocked while the broker was down"
+    );
+    assert!(
+        sink.backlog() >= 6,
+        "3 events and 3 states should wait, backlog {}",
+        sink.backlog()
+    );
+
+    // Broker back, with nothing retained: the sink reconnects, delivers what waited, and
+    // publishes availability, discovery and states again.
+    broker.restart();
+    watcher.wait_subscribed(2);
+    assert!(
+        wait_until(Duration::from_secs(10), || sink.is_connected()),
+        "sink did not reconnect"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.backlog() == 0),
+        "queued messages were not acknowledged after the restart (backlog {})",
+        sink.backlog()
+    );
+    assert_eq!(retained(port, "test/status"), Some("online".into()));
+    check_discovery("door", "door");
+    check_discovery("Back Yard", "back_yard");
+    assert_eq!(retained(port, "test/door/state").unwrap()["label"], "bird");
+    assert_eq!(
+        retained(port, "test/Back Yard/state").unwrap()["label"],
+        "fox"
+    );
+
+    // Events sent after the restart arrive, in order.
+    sink.send(&event("door", 9, "cat")).unwrap();
+    sink.send(&event("door", 10, "person")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let frames = watcher.frames(door_events);
+            frames.contains(&9) && frames.contains(&10)
+        }),
+        "events after the restart did not arrive: {:?}",
+        watcher.frames(door_events)
+    );
+    let frames = watcher.frames(door_events);
+    assert!(
+        frames.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {frames:?}"
+    );
+    assert_eq!(retained(port, "test/door/state").unwrap()["frame"], 10);
+
+    // A clean close says offline (the will is not used on a clean DISCONNECT).
+    sink.close(Duration::from_secs(2)).unwrap();
+    assert_eq!(sink.backlog(), 0);
+    assert_eq!(retained(port, "test/status"), Some("offline".into()));
+}
+
+/// Set for the child process of [`mqtt_last_will_marks_a_killed_edgeclip_offline`].
+const WILL_CHILD_ENV: &str = "EDGECLIP_SINKS_TEST_WILL_URL";
+
+/// Not a test of its own: the process the last-will test kills. Opens a sink and waits.
+#[test]
+fn mqtt_will_child() {
+    let Ok(url) = std::env::var(WILL_CHILD_ENV) else {
+        return;
+    };
+    let options = SinkOptions {
+        mqtt_client_id: format!("edgeclip-will-child-{}", std::process::id()),
+        ..SinkOptions::default()
+    };
+    let _sink = MqttSink::open(&url, &options).unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn mqtt_last_will_marks_a_killed_edgeclip_offline() {
+    let Some(exe) = mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(&exe, dir.path(), port);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "mqtt_will_child", "--nocapture"])
+        .env(WILL_CHILD_ENV, format!("mqtt://127.0.0.1:{port}/will"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child test process");
+    let online = wait_until(Duration::from_secs(10), || {
+        retained(port, "will/status") == Some("online".into())
+    });
+    // SIGKILL: no close, no DISCONNECT; the broker sees the socket die and publishes the will.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(online, "the child never came online");
+    let offline = wait_until(Duration::from_secs(5), || {
+        retained(port, "will/status") == Some("offline".into())
+    });
+    assert!(offline, "the last will did not mark the status offline");
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhook
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    content_type: String,
+    body: String,
+    status: u16,
+}
+
+/// A minimal HTTP/1.1 receiver on 127.0.0.1:`port`: records each POST and answers with the
+/// next scripted status (200 when the script is empty; 0: no answer for 500 ms, then the
+/// connection is dropped). Stops listening on drop.
+struct Receiver {
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(port: u16, script: &[u16]) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver");
+        listener.set_nonblocking(true).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let script: Arc<Mutex<VecDeque<u16>>> =
+            Arc::new(Mutex::new(script.iter().copied().collect()));
+        let thread = {
+            let received = Arc::clone(&received);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let status = script.lock().unwrap().pop_front().unwrap_or(200);
+                            if let Some(request) = serve(stream, status) {
+                                received.lock().unwrap().push(request);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Receiver {
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Frames of the events it answered 2xx to, in order.
+    fn accepted_frames(&self) -> Vec<u64> {
+        self.received()
+            .iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .map(|r| {
+                serde_json::from_str::<Event>(&r.body)
+                    .expect("body is Event JSON")
+                    .frame
+            })
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one request from `stream` and answers `status` (closing the connection).
+fn serve(stream: TcpStream, status: u16) -> Option<Received> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let path = request_line.split_whitespace().nth(1)?.to_string();
+    let mut content_length = 0;
+    let mut content_type = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => content_length = value.trim().parse().ok()?,
+                "content-type" => content_type = value.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).ok()?;
+    let body = String::from_utf8(body).ok()?;
+    if status == 0 {
+        // Scripted silence: hold the connection without answering for 500 ms (aside, so
+        // that the next connection is served meanwhile), then drop it.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(stream);
+        });
+        return Some(Received {
+            path,
+            content_type,
+            body,
+            status,
+        });
+    }
+    let reason = if status < 300 { "OK" } else { "Scripted" };
+    let answer =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut stream = stream;
+    stream.write_all(answer.as_bytes()).ok()?;
+    Some(Received {
+        path,
+        content_type,
+        body,
+        status,
+    })
+}
+
+fn webhook_options(spool: &Path) -> SinkOptions {
+    SinkOptions {
+        spool_dir: spool.to_path_buf(),
+        webhook_timeout: Duration::from_secs(2),
+        webhook_retry_min: Duration::from_millis(20),
+        webhook_retry_max: Duration::from_millis(100),
+        ..SinkOptions::default()
+    }
+}
+
+/// `*.json` files directly in the spool directory of `url`.
+fn spool_files(spool: &Path, url: &str) -> Vec<String> {
+    let dir = sink::webhook::spool_dir_for(spool, url);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn webhook_spools_while_the_receiver_is_down_then_delivers_in_order() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut sink = sink::open(&url, &webhook_options(spool.path())).unwrap();
+
+    let sent: Vec<Event> = (1..=5).map(|f| event("door", f, "cat")).collect();
+    for e in &sent {
+        sink.send(e).unwrap();
+    }
+    // Nothing listens: every event is on disk, none lost to the failing attempts.
+    assert_eq!(sink.backlog(), 5);
+    assert_eq!(spool_files(spool.path(), &url).len(), 5);
+
+    let receiver = Receiver::start(port, &[]);
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.backlog() == 0),
+        "not delivered: backlog {}",
+        sink.backlog()
+    );
+    let received = receiver.received();
+    let bodies: Vec<Event> = received
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        bodies, sent,
+        "delivered out of order, duplicated or altered"
+    );
+    assert!(received
+        .iter()
+        .all(|r| r.path == "/hook" && r.content_type == "application/json"));
+    assert!(
+        spool_files(spool.path(), &url).is_empty(),
+        "delivered files must be deleted"
+    );
+
+    // While up, new events go straight through.
+    sink.send(&event("door", 6, "dog")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || receiver
+        .accepted_frames()
+        .len()
+        == 6));
+    sink.close(Duration::from_secs(2)).unwrap();
+    assert_eq!(receiver.accepted_frames(), vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn webhook_retries_5xx_and_sets_aside_4xx_rejections() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    // Event 1: 503, then 429, then accepted; event 2: 400 (rejected for good); event 3: 200.
+    let receiver = Receiver::start(port, &[503, 429, 200, 400, 200]);
+    let mut sink = sink::open(&url, &webhook_options(spool.path())).unwrap();
+    for frame in 1..=3 {
+        sink.send(&event("door", frame, "cat")).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.backlog() == 0),
+        "backlog {}",
+        sink.backlog()
+    );
+    let attempts: Vec<(u64, u16)> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                serde_json::from_str::<Event>(&r.body).unwrap().frame,
+                r.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![(1, 503), (1, 429), (1, 200), (2, 400), (3, 200)]
+    );
+    let rejected =
+        sink::webhook::spool_dir_for(spool.path(), &url).join(sink::webhook::REJECTED_DIR);
+    let kept: Vec<Event> = std::fs::read_dir(&rejected)
+        .expect("rejected/ exists")
+        .flatten()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(kept, vec![event("door", 2, "cat")]);
+    sink.close(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn webhook_spool_survives_a_restart_without_loss_or_duplicates() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let options = webhook_options(spool.path());
+
+    // First run: the receiver is down throughout; close leaves the events on disk.
+    let mut first = sink::open(&url, &options).unwrap();
+    for frame in 1..=4 {
+        first.send(&event("door", frame, "cat")).unwrap();
+    }
+    let started = Instant::now();
+    first.close(Duration::from_millis(200)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "close overran its timeout"
+    );
+    assert_eq!(first.backlog(), 4);
+    drop(first);
+    assert_eq!(spool_files(spool.path(), &url).len(), 4);
+
+    // Second run: old events go first, numbering continues, nothing twice.
+    let receiver = Receiver::start(port, &[]);
+    let mut second = sink::open(&url, &options).unwrap();
+    for frame in 5..=6 {
+        second.send(&event("door", frame, "cat")).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || second.backlog() == 0),
+        "backlog {}",
+        second.backlog()
+    );
+    second.close(Duration::from_secs(2)).unwrap();
+    assert_eq!(receiver.accepted_frames(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        receiver.received().len(),
+        6,
+        "no attempt should have failed"
+    );
+    assert!(spool_files(spool.path(), &url).is_empty());
+}
+
+#[test]
+fn webhook_times_out_a_silent_receiver_and_retries() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let receiver = Receiver::start(port, &[0]);
+    let options = SinkOptions {
+        webhook_timeout: Duration::from_millis(200),
+        ..webhook_options(spool.path())
+    };
+    let mut sink = sink::open(&url, &options).unwrap();
+    sink.send(&event("door", 1, "cat")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.backlog() == 0),
+        "backlog {}",
+        sink.backlog()
+    );
+    let statuses: Vec<u16> = receiver.received().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![0, 200], "timed out once, then delivered");
+    assert_eq!(receiver.accepted_frames(), vec![1]);
+    sink.close(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn webhook_close_retries_at_once_instead_of_sleeping_out_its_backoff() {
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let options = SinkOptions {
+        webhook_retry_min: Duration::from_secs(20),
+        webhook_retry_max: Duration::from_secs(20),
+        ..webhook_options(spool.path())
+    };
+    // The first attempt gets a 503; the next is 20 s away.
+    let receiver = Receiver::start(port, &[503]);
+    let mut sink = sink::open(&url, &options).unwrap();
+    sink.send(&event("door", 1, "cat")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !receiver
+        .received()
+        .is_empty()));
+    let started = Instant::now();
+    sink.close(Duration::from_secs(3)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "close slept out the backoff ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(sink.backlog(), 0);
+    assert_eq!(receiver.accepted_frames(), vec![1]);
+}
