@@ -185,9 +185,8 @@ pub enum Command {
         image: PathBuf,
     },
     /// Watch cameras and streams; emit events when what they see changes (a service).
-    #[cfg(feature = "wip-run")]
     #[command(long_about = crate::run_cmd::RUN_ABOUT, after_long_help = crate::run_cmd::RUN_AFTER)]
-    Run(crate::run_cmd::RunArgs),
+    Run(Box<crate::run_cmd::RunArgs>),
     /// Show what a bundle holds, what was inferred, and check its files.
     Inspect {
         /// Bundle name or path (default: --model).
@@ -218,12 +217,7 @@ impl From<TemplatesArg> for TemplateSet {
 
 /// Whether the command is the long-running service.
 pub fn is_run(command: &Command) -> bool {
-    #[cfg(feature = "wip-run")]
-    if matches!(command, Command::Run(_)) {
-        return true;
-    }
-    let _ = command;
-    false
+    matches!(command, Command::Run(_))
 }
 
 /// Runs a parsed command line; the exit code says whether anything was done.
@@ -231,7 +225,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         // Threads may come from the config file or the board profile: run sets them.
-        #[cfg(feature = "wip-run")]
         Command::Run(ref args) => crate::run_cmd::run(g, args),
         command => {
             encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
@@ -242,7 +235,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
     match command {
-        #[cfg(feature = "wip-run")]
         Command::Run(ref args) => crate::run_cmd::run(g, args),
         Command::Bench {
             iterations,

@@ -14,7 +14,6 @@
 pub mod bundle;
 pub mod cache;
 pub mod classify;
-#[cfg(feature = "wip-run")]
 pub mod config;
 pub mod encoder;
 pub mod engine;
@@ -22,7 +21,6 @@ pub mod eval;
 pub mod events;
 pub mod labels;
 pub mod preprocess;
-#[cfg(feature = "wip-run")]
 pub mod service;
 pub mod sink;
 pub mod source;

@@ -1,7 +1,6 @@
 //! `edgeclip`: the command-line front of the library. Argument parsing and output only.
 
 mod cli;
-#[cfg(feature = "wip-run")]
 mod run_cmd;
 
 use std::process::ExitCode;

@@ -330,7 +330,7 @@ fn save_snapshot(dir: &Path, event: &Event, img: &RgbImage) -> Result<PathBuf, S
 
 /// Logs the first few occurrences of a recurring problem, then every 100th.
 fn worth_logging(n: u64) -> bool {
-    n <= 5 || n % 100 == 0
+    n <= 5 || n.is_multiple_of(100)
 }
 
 struct Inference {
