@@ -206,6 +206,8 @@ pub struct Overrides {
     pub no_http: bool,
     /// `--capture-*` and `--loop`, over every camera's capture mode.
     pub capture: SourceOptions,
+    /// `--no-cache`: embed every prompt, read and write no text-embedding cache.
+    pub no_cache: bool,
 }
 
 /// One camera, fully resolved.
@@ -252,6 +254,8 @@ pub struct RunConfig {
     pub sinks: Vec<String>,
     /// Health/metrics address; `None` when off.
     pub http: Option<SocketAddr>,
+    /// Whether the text-embedding cache is used.
+    pub cache: bool,
 }
 
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
@@ -571,6 +575,7 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         max_frames: cli.max_frames.or(parsed.max_frames),
         sinks,
         http,
+        cache: !cli.no_cache,
     })
 }
 

@@ -199,6 +199,7 @@ fn overrides(g: &Global, a: &RunArgs) -> Result<Overrides> {
         },
         http: a.http.clone(),
         no_http: a.no_http,
+        no_cache: g.no_cache,
     })
 }
 

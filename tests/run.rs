@@ -592,3 +592,120 @@ fn check_config_validates_without_starting() {
         common::stderr(&out)
     );
 }
+
+fn jsonl_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_for_lines(path: &Path, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jsonl_events(path).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: fewer than {n} events in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_applies_a_new_config_and_rejects_a_broken_one() {
+    let Some(photos) = photos() else { return };
+    let frames = replay_dir(&photos, &["dog.jpg", "horses.jpg"]);
+    let home = tempfile::tempdir().unwrap();
+    let labels = common::repo().join("examples/labels.txt");
+    let config = home.path().join("edgeclip.toml");
+    let write_config = |camera: &str, out: &str| {
+        let text = format!(
+            "labels = {:?}\nsinks = [\"jsonl:{}\"]\n[http]\nenabled = false\n[events]\nemit = \"every\"\n\
+             [[camera]]\nname = \"{camera}\"\nsource = {:?}\n[camera.capture]\nfps = 10\nlooping = true\n",
+            labels.display().to_string(),
+            home.path().join(out).display(),
+            frames.path().display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config("one", "a.jsonl");
+    let mut child = spawn_run(home.path(), &["--config", config.to_str().unwrap()]);
+    let log = log_of(&mut child);
+    let pid = child.id().to_string();
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    wait_for_lines(&home.path().join("a.jsonl"), 2, "first config");
+
+    write_config("two", "b.jsonl");
+    hup();
+    wait_for_lines(&home.path().join("b.jsonl"), 2, "after SIGHUP");
+    assert!(jsonl_events(&home.path().join("b.jsonl"))
+        .iter()
+        .all(|e| e["camera"] == "two"));
+
+    // A broken config on SIGHUP is refused; the running one goes on.
+    std::fs::write(&config, "labels = 3\n").unwrap();
+    hup();
+    let before = jsonl_events(&home.path().join("b.jsonl")).len();
+    wait_for_lines(
+        &home.path().join("b.jsonl"),
+        before + 3,
+        "after a broken SIGHUP",
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert!(log.contains("configuration changed"), "{log}");
+    assert!(log.contains("new configuration rejected"), "{log}");
+}
+
+#[test]
+fn several_cameras_share_one_process() {
+    let Some(photos) = photos() else { return };
+    let dogs = replay_dir(&photos, &["dog.jpg"]);
+    let horses = replay_dir(&photos, &["horses.jpg"]);
+    let home = tempfile::tempdir().unwrap();
+    let out = common::edgeclip(
+        home.path(),
+        &[
+            "run",
+            "-l",
+            "examples/labels.txt",
+            "--source",
+            &format!("front={}", dogs.path().display()),
+            "--source",
+            &format!("back={}", horses.path().display()),
+            "--loop",
+            "--max-frames",
+            "3",
+            "--consensus",
+            "2/3",
+            "--no-http",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let events = common::lines(&out);
+    // --emit change: each camera reports its label once it holds in 2 of 3 frames.
+    let by_camera = |c: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["camera"] == c)
+            .map(|e| e["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(by_camera("front"), ["dog"], "{events:?}");
+    assert_eq!(by_camera("back"), ["horse"], "{events:?}");
+}

@@ -27,8 +27,7 @@ use crate::engine::{default_cache_dir, Engine, EngineError, EngineOptions};
 use crate::events::{Debouncer, Event};
 use crate::sink::{self, Sink, SinkError, SinkOptions};
 use crate::source::{
-    decode_frame, run_capture, Backoff, CaptureError, CaptureStats, CapturedFrame, LatestSlot,
-    SourceSpec,
+    run_capture, Backoff, CaptureError, CaptureStats, CapturedFrame, LatestSlot, SourceSpec,
 };
 
 use metrics::Histogram;
@@ -280,9 +279,10 @@ fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), Servic
     let precision = config
         .precision
         .unwrap_or_else(|| bundle.default_precision());
+    // The inference engine only embeds images; the label watcher's engine owns the cache.
     let options = EngineOptions {
         precision,
-        cache_dir: Some(default_cache_dir()),
+        cache_dir: None,
     };
     let engine = Engine::open(bundle.clone(), &options)?;
     Ok((engine, bundle, precision))
@@ -346,8 +346,8 @@ impl Inference {
         let st = self.state.clone();
         let started = Instant::now();
         st.stages.queue.observe(started - frame.instant);
-        let img = match decode_frame(&frame.data) {
-            Ok(img) => img,
+        let img = match frame.data.into_rgb() {
+            Ok(img) => Arc::new(img),
             Err(e) => {
                 let n = cam.status.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 if worth_logging(n) {
@@ -360,15 +360,18 @@ impl Inference {
                 return;
             }
         };
-        let img = Arc::new(img);
-        let input = match cam.cfg.roi {
-            Some(roi) => crop(&img, roi),
-            None => (*img).clone(),
+        let cropped;
+        let input: &RgbImage = match cam.cfg.roi {
+            Some(roi) => {
+                cropped = crop(&img, roi);
+                &cropped
+            }
+            None => &img,
         };
         *lock(&cam.status.latest) = Some(img.clone());
         let decoded = Instant::now();
         st.stages.decode.observe(decoded - started);
-        let (embedding, timings) = match self.engine.embed_image_timed(&input) {
+        let (embedding, timings) = match self.engine.embed_image_timed(input) {
             Ok(r) => r,
             Err(e) => {
                 let n = cam.status.failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -505,7 +508,7 @@ pub fn run(
         bundle.clone(),
         &EngineOptions {
             precision,
-            cache_dir: Some(default_cache_dir()),
+            cache_dir: config.cache.then(default_cache_dir),
         },
     )?;
     let labels_stop = Arc::new(AtomicBool::new(false));

@@ -90,6 +90,12 @@ fn open_append(sink: &str, path: &Path) -> Result<(File, u64), SinkError> {
     Ok((file, size))
 }
 
+/// Only regular files are rotated: `jsonl:/dev/null`, a FIFO or a terminal must never be
+/// renamed or removed (as root that would replace /dev/null with a plain file).
+fn is_regular_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// `PATH.n`.
 fn rotated(path: &Path, n: usize) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
@@ -151,7 +157,7 @@ impl Sink for JsonlSink {
                 let len = line.len() as u64;
                 // A line longer than the limit still gets a file of its own rather than
                 // being dropped; an empty file is never rotated away.
-                if *size > 0 && *size + len > self.max_bytes {
+                if *size > 0 && *size + len > self.max_bytes && is_regular_file(path) {
                     let io_error = |source| SinkError::Io {
                         sink: self.name.clone(),
                         path: path.display().to_string(),
@@ -237,6 +243,25 @@ mod tests {
             lines(&path),
             vec![event(1, "cat"), event(2, "dog"), event(3, "cat")]
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_never_rotated() {
+        use std::os::unix::fs::FileTypeExt;
+        let options = SinkOptions {
+            jsonl_max_bytes: 10,
+            ..SinkOptions::default()
+        };
+        let mut sink = JsonlSink::open("jsonl:/dev/null", &options).unwrap();
+        for _ in 0..3 {
+            sink.send(&event(1, "cat")).unwrap();
+        }
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert!(!Path::new("/dev/null.1").exists());
     }
 
     #[test]
