@@ -19,6 +19,22 @@ pub const MAX_PIXELS: u64 = 100_000_000;
 /// 16-bit frame is 800 MB, so this sits just above it.
 const MAX_ALLOC_BYTES: u64 = MAX_PIXELS * 8 + (64 << 20);
 
+/// Rejects a zero-sized frame or one over [`MAX_PIXELS`], from its declared size, before
+/// anything is allocated for it.
+pub fn check_size(width: u32, height: u32) -> Result<(), PreprocessError> {
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::ZeroSize { width, height });
+    }
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(PreprocessError::TooLarge {
+            width,
+            height,
+            max_pixels: MAX_PIXELS,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes encoded image bytes (JPEG, PNG, GIF, BMP, TIFF, WebP, PNM) to 8-bit
 /// RGB, applying the EXIF orientation, with PIL's `convert("RGB")` semantics:
 ///
@@ -59,16 +75,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
 
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(PreprocessError::ZeroSize { width, height });
-    }
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(PreprocessError::TooLarge {
-            width,
-            height,
-            max_pixels: MAX_PIXELS,
-        });
-    }
+    check_size(width, height)?;
     // After the size check, so a bomb is reported as too large.
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;

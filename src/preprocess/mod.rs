@@ -16,7 +16,7 @@
 mod decode;
 mod resample;
 
-pub use decode::{decode, MAX_PIXELS};
+pub use decode::{check_size, decode, MAX_PIXELS};
 
 use image::RgbImage;
 use resample::{AxisWindow, Filter, Resampler};

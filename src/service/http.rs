@@ -92,6 +92,17 @@ fn json_response(v: &serde_json::Value) -> Body {
     text_response(format!("{v}\n"), "application/json", 200)
 }
 
+/// `running`, `reconnecting` (lost, being reopened with backoff), `starting`, `ended`
+/// or `failed: …`.
+fn camera_state(c: &super::CameraStatus) -> String {
+    let state = lock(&c.state).clone();
+    if state == "running" && !c.capture.connected.load(Ordering::Relaxed) {
+        "reconnecting".into()
+    } else {
+        state
+    }
+}
+
 /// The `/healthz` document.
 pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
     let labels = state.labels.status();
@@ -103,7 +114,7 @@ pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
             json!({
                 "name": c.name,
                 "source": c.source,
-                "state": *lock(&c.state),
+                "state": camera_state(c),
                 "frames_captured": slot.captured,
                 "frames_dropped": slot.dropped,
                 "frames_classified": c.classified.load(Ordering::Relaxed),
@@ -126,10 +137,7 @@ pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
             })
         })
         .collect();
-    let all_running = state
-        .cameras
-        .iter()
-        .all(|c| lock(&c.state).as_str() == "running");
+    let all_running = state.cameras.iter().all(|c| camera_state(c) == "running");
     let status = if labels.last_error.is_none() && all_running {
         "ok"
     } else {
@@ -247,31 +255,35 @@ pub(super) fn metrics(state: &ServiceState) -> String {
     );
     let _ = writeln!(out, "{name} {}", labels.version);
 
-    let name = "edgeclip_sink_backlog";
-    header(
+    let per_sink = |out: &mut String,
+                    name: &str,
+                    kind: &str,
+                    help: &str,
+                    f: &dyn Fn(&super::SinkStatus) -> u64| {
+        header(out, name, kind, help);
+        for sink in &state.sinks {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{}\"}} {}",
+                label_value(&sink.name),
+                f(sink)
+            );
+        }
+    };
+    per_sink(
         &mut out,
-        name,
+        "edgeclip_sink_backlog",
         "gauge",
         "Events held by a sink, not yet delivered.",
+        &|s| s.backlog.load(Ordering::Relaxed),
     );
-    for sink in &state.sinks {
-        let _ = writeln!(
-            out,
-            "{name}{{sink=\"{}\"}} {}",
-            label_value(&sink.name),
-            sink.backlog.load(Ordering::Relaxed)
-        );
-    }
-    let name = "edgeclip_sink_errors_total";
-    header(&mut out, name, "counter", "Events a sink refused.");
-    for sink in &state.sinks {
-        let _ = writeln!(
-            out,
-            "{name}{{sink=\"{}\"}} {}",
-            label_value(&sink.name),
-            sink.errors.load(Ordering::Relaxed)
-        );
-    }
+    per_sink(
+        &mut out,
+        "edgeclip_sink_errors_total",
+        "counter",
+        "Events a sink refused.",
+        &|s| s.errors.load(Ordering::Relaxed),
+    );
     let name = "edgeclip_uptime_seconds";
     header(
         &mut out,

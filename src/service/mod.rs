@@ -333,6 +333,17 @@ fn worth_logging(n: u64) -> bool {
     n <= 5 || n.is_multiple_of(100)
 }
 
+/// Counts and (rate-limited) logs a frame that could not be decoded or classified.
+fn skip_frame(cam: &Camera, seq: u64, e: &dyn std::fmt::Display) {
+    let n = cam.status.failed.fetch_add(1, Ordering::Relaxed) + 1;
+    if worth_logging(n) {
+        log::warn!(
+            "camera {} frame {seq}: {e} (skipped; {n} so far)",
+            cam.cfg.name
+        );
+    }
+}
+
 struct Inference {
     engine: Engine,
     classifier: Arc<Classifier>,
@@ -348,17 +359,7 @@ impl Inference {
         st.stages.queue.observe(started - frame.instant);
         let img = match frame.data.into_rgb() {
             Ok(img) => Arc::new(img),
-            Err(e) => {
-                let n = cam.status.failed.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
-                    log::warn!(
-                        "camera {} frame {}: {e} (skipped; {n} so far)",
-                        cam.cfg.name,
-                        frame.seq
-                    );
-                }
-                return;
-            }
+            Err(e) => return skip_frame(cam, frame.seq, &e),
         };
         let cropped;
         let input: &RgbImage = match cam.cfg.roi {
@@ -373,17 +374,7 @@ impl Inference {
         st.stages.decode.observe(decoded - started);
         let (embedding, timings) = match self.engine.embed_image_timed(input) {
             Ok(r) => r,
-            Err(e) => {
-                let n = cam.status.failed.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
-                    log::warn!(
-                        "camera {} frame {}: {e} (skipped; {n} so far)",
-                        cam.cfg.name,
-                        frame.seq
-                    );
-                }
-                return;
-            }
+            Err(e) => return skip_frame(cam, frame.seq, &e),
         };
         st.stages.preprocess.observe(timings.preprocess);
         st.stages.image.observe(timings.encode);

@@ -15,7 +15,7 @@
 
 use image::RgbImage;
 
-use crate::preprocess::{PreprocessError, MAX_PIXELS};
+use crate::preprocess::{check_size, PreprocessError};
 
 /// Fixed-point scale of the coefficients.
 const SHIFT: u32 = 16;
@@ -47,16 +47,7 @@ pub fn yuyv_to_rgb(
     stride: u32,
     data: &[u8],
 ) -> Result<RgbImage, PreprocessError> {
-    if width == 0 || height == 0 {
-        return Err(PreprocessError::ZeroSize { width, height });
-    }
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(PreprocessError::TooLarge {
-            width,
-            height,
-            max_pixels: MAX_PIXELS,
-        });
-    }
+    check_size(width, height)?;
     let (w, h, stride) = (width as usize, height as usize, stride as usize);
     let row_bytes = w.div_ceil(2) * 4;
     if stride < row_bytes {
