@@ -14,6 +14,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Each test runs edgeclip processes that load the model and use both cores; run one test at
+/// a time so that the timing requirement checked here (a label edit applies within 2 s)
+/// is measured on the machine, not on the other tests.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn photos() -> Option<PathBuf> {
     common::shared_datasets().map(|d| d.join("photos/darknet-deb"))
 }
@@ -111,6 +120,7 @@ fn top_labels(e: &Value) -> Vec<String> {
 
 #[test]
 fn stdin_mjpeg_gives_events_and_label_edits_apply_live() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let horses = std::fs::read(photos.join("horses.jpg")).expect("horses.jpg");
     let home = tempfile::tempdir().unwrap();
@@ -253,6 +263,7 @@ fn replay_dir(photos: &Path, names: &[&str]) -> tempfile::TempDir {
 
 #[test]
 fn sigterm_finishes_and_flushes() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let frames = replay_dir(&photos, &["dog.jpg", "kite.jpg", "horses.jpg"]);
     let home = tempfile::tempdir().unwrap();
@@ -363,6 +374,7 @@ impl Drop for Receiver {
 
 #[test]
 fn webhook_events_survive_a_down_receiver_and_a_restart() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let frames = replay_dir(&photos, &["dog.jpg", "kite.jpg"]);
     let home = tempfile::tempdir().unwrap();
@@ -475,6 +487,7 @@ fn mosquitto(dir: &Path, port: u16) -> Option<Broker> {
 
 #[test]
 fn mqtt_events_state_and_discovery_reach_a_real_broker() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -538,6 +551,7 @@ fn mqtt_events_state_and_discovery_reach_a_real_broker() {
 
 #[test]
 fn check_config_validates_without_starting() {
+    let _serial = serial();
     let home = tempfile::tempdir().unwrap();
     let ok = common::edgeclip(
         home.path(),
@@ -615,6 +629,7 @@ fn wait_for_lines(path: &Path, n: usize, what: &str) {
 
 #[test]
 fn sighup_applies_a_new_config_and_rejects_a_broken_one() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let frames = replay_dir(&photos, &["dog.jpg", "horses.jpg"]);
     let home = tempfile::tempdir().unwrap();
@@ -674,6 +689,7 @@ fn sighup_applies_a_new_config_and_rejects_a_broken_one() {
 
 #[test]
 fn several_cameras_share_one_process() {
+    let _serial = serial();
     let Some(photos) = photos() else { return };
     let dogs = replay_dir(&photos, &["dog.jpg"]);
     let horses = replay_dir(&photos, &["horses.jpg"]);
