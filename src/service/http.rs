@@ -156,20 +156,45 @@ pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
     })
 }
 
+/// One metric family with one line per item, labelled `key="name"`.
+#[allow(clippy::too_many_arguments)]
+fn family<T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    key: &str,
+    items: &[&T],
+    item_name: impl Fn(&T) -> &str,
+    value: &dyn Fn(&T) -> u64,
+) {
+    header(out, name, kind, help);
+    for item in items {
+        let _ = writeln!(
+            out,
+            "{name}{{{key}=\"{}\"}} {}",
+            label_value(item_name(item)),
+            value(item)
+        );
+    }
+}
+
 /// The `/metrics` text.
 pub(super) fn metrics(state: &ServiceState) -> String {
     let mut out = String::new();
+    let cameras: Vec<&super::CameraStatus> = state.cameras.iter().map(|c| &**c).collect();
     let per_camera =
         |out: &mut String, name: &str, help: &str, f: &dyn Fn(&super::CameraStatus) -> u64| {
-            header(out, name, "counter", help);
-            for c in &state.cameras {
-                let _ = writeln!(
-                    out,
-                    "{name}{{camera=\"{}\"}} {}",
-                    label_value(&c.name),
-                    f(c)
-                );
-            }
+            family(
+                out,
+                name,
+                "counter",
+                help,
+                "camera",
+                &cameras,
+                |c| &c.name,
+                f,
+            );
         };
     per_camera(
         &mut out,
@@ -255,20 +280,13 @@ pub(super) fn metrics(state: &ServiceState) -> String {
     );
     let _ = writeln!(out, "{name} {}", labels.version);
 
+    let sinks: Vec<&super::SinkStatus> = state.sinks.iter().map(|s| &**s).collect();
     let per_sink = |out: &mut String,
                     name: &str,
                     kind: &str,
                     help: &str,
                     f: &dyn Fn(&super::SinkStatus) -> u64| {
-        header(out, name, kind, help);
-        for sink in &state.sinks {
-            let _ = writeln!(
-                out,
-                "{name}{{sink=\"{}\"}} {}",
-                label_value(&sink.name),
-                f(sink)
-            );
-        }
+        family(out, name, kind, help, "sink", &sinks, |s| &s.name, f);
     };
     per_sink(
         &mut out,
