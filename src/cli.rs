@@ -175,7 +175,9 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Time the towers and the whole path (JPEG bytes → scores); prints one JSON object.
+    /// Time the towers and the whole path (JPEG bytes → scores): load time, latency
+    /// percentiles, frames per second, peak memory. Use --model, --precision and --threads to
+    /// compare variants.
     Bench {
         /// Timed runs per measurement (after 3 warm-up runs).
         #[arg(long, default_value_t = 20)]
@@ -183,6 +185,9 @@ pub enum Command {
         /// Image for the end-to-end measurement.
         #[arg(long, default_value = "examples/images/chelsea.png")]
         image: PathBuf,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Watch cameras and streams; emit events when what they see changes (a service).
     #[command(long_about = crate::run_cmd::RUN_ABOUT, after_long_help = crate::run_cmd::RUN_AFTER)]
@@ -239,7 +244,8 @@ fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
         Command::Bench {
             iterations,
             ref image,
-        } => bench(g, iterations.max(1), image),
+            json,
+        } => bench(g, iterations.max(1), image, json),
         Command::Inspect { model } => inspect(model.as_deref().unwrap_or(g.model())),
         Command::Tokenize { texts } => {
             let engine = open_engine(g)?;
@@ -594,7 +600,19 @@ fn inspect(model: &str) -> Result<ExitCode> {
 }
 
 /// min / median / p90 of `n` timed runs of `f` after 3 warm-up runs, in milliseconds.
-fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<serde_json::Value> {
+/// Latency percentiles of repeated runs, in milliseconds.
+#[derive(Debug, serde::Serialize)]
+struct Timing {
+    min: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    mean: f64,
+    runs: usize,
+}
+
+/// Runs `f` 3 times to warm up, then `n` times timed.
+fn time_runs(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     for _ in 0..3 {
         f()?;
     }
@@ -606,21 +624,41 @@ fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<serde_json::Va
     }
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    Ok(json!({"min": at(0.0), "median": at(0.5), "p90": at(0.9), "runs": n}))
+    Ok(Timing {
+        min: at(0.0),
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        mean: ms.iter().sum::<f64>() / ms.len() as f64,
+        runs: n,
+    })
 }
 
-fn bench(g: &Global, iterations: usize, image: &std::path::Path) -> Result<ExitCode> {
+/// Peak resident memory of this process (Linux: VmHWM), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn bench(
+    g: &Global,
+    iterations: usize,
+    image: &std::path::Path,
+    as_json: bool,
+) -> Result<ExitCode> {
     let mut engine = open_engine(g)?;
     let load = Instant::now();
     let len = engine.load_image_tower()?.input_len();
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     // Deterministic image-like values: the cost of a run does not depend on them.
     let pixels: Vec<f32> = (0..len).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
-    let image_ms = time_ms(iterations, || {
+    let image_ms = time_runs(iterations, || {
         engine.embed_pixels(&pixels)?;
         Ok(())
     })?;
-    let text_ms = time_ms(iterations, || {
+    let text_ms = time_runs(iterations, || {
         engine.embed_text_uncached("a photo of the large coffee mug.")?;
         Ok(())
     })?;
@@ -628,19 +666,58 @@ fn bench(g: &Global, iterations: usize, image: &std::path::Path) -> Result<ExitC
         .or_else(|_| LabelSet::parse(b"cat\ndog\ncoffee mug\n", "<bench labels>"))?;
     let classifier = build_classifier(&mut engine, &labels)?;
     let bytes = std::fs::read(image).with_context(|| image.display().to_string())?;
-    let end_to_end_ms = time_ms(iterations, || {
+    let end_to_end_ms = time_runs(iterations, || {
         let e = engine.embed_image_bytes(&bytes)?;
         classifier.predict(&e, 5, 0.0);
         Ok(())
     })?;
     let threads = g.threads.unwrap_or_else(encoder::default_threads);
+    let fps = 1e3 / end_to_end_ms.p50;
+    let rss = peak_rss_bytes();
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "model": engine.bundle().spec.name, "precision": engine.precision().to_string(), "threads": threads,
+                "image_tower_load_ms": load_ms, "image_ms": image_ms, "text_ms": text_ms,
+                "end_to_end_ms": end_to_end_ms, "end_to_end_image": image.display().to_string(),
+                "end_to_end_fps": fps, "peak_rss_bytes": rss,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
-        "{}",
-        json!({
-            "model": engine.bundle().spec.name, "precision": engine.precision().to_string(), "threads": threads,
-            "image_tower_load_ms": load_ms, "image_ms": image_ms, "text_ms": text_ms,
-            "end_to_end_ms": end_to_end_ms, "end_to_end_image": image.display().to_string(),
-        })
+        "model {}, {} towers, {threads} thread(s); {iterations} timed runs after 3 warm-up runs",
+        engine.bundle().spec.name,
+        engine.precision()
     );
+    let image_label = format!("JPEG bytes → scores ({})", image.display());
+    let rows = [
+        ("image tower (preprocessed input)", &image_ms),
+        ("text tower (one prompt)", &text_ms),
+        (image_label.as_str(), &end_to_end_ms),
+    ];
+    let w = rows
+        .iter()
+        .map(|(what, _)| what.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{:<w$} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "latency (ms)", "min", "p50", "p90", "p99", "mean"
+    );
+    for (what, t) in rows {
+        let pad = w - what.chars().count();
+        println!(
+            "{what}{:pad$} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            "", t.min, t.p50, t.p90, t.p99, t.mean
+        );
+    }
+    println!("image tower load: {load_ms:.0} ms");
+    println!("end to end: {fps:.1} images/s (1 / p50)");
+    match rss {
+        Some(b) => println!("peak RSS: {:.0} MB", b as f64 / 1e6),
+        None => println!("peak RSS: unknown on this system"),
+    }
     Ok(ExitCode::SUCCESS)
 }

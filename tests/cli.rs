@@ -349,3 +349,37 @@ fn eval_reports_accuracy_on_an_image_folder() {
         .sum();
     assert!((hits / 30.0 - top1).abs() < 1e-9);
 }
+
+#[test]
+fn bench_reports_percentiles_throughput_and_memory() {
+    let home = tempfile::tempdir().unwrap();
+    // The committed demo bundle: small, always present.
+    let out = common::edgeclip(home.path(), &["bench", "--iterations", "2", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(common::stdout(&out).trim()).unwrap();
+    for stage in ["image_ms", "text_ms", "end_to_end_ms"] {
+        let t = &v[stage];
+        let (min, p50, p99) = (
+            t["min"].as_f64().unwrap(),
+            t["p50"].as_f64().unwrap(),
+            t["p99"].as_f64().unwrap(),
+        );
+        assert!(0.0 < min && min <= p50 && p50 <= p99, "{stage}: {t}");
+        assert_eq!(t["runs"], 2);
+    }
+    assert!(v["end_to_end_fps"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 10 << 20, "{v}");
+
+    let table = common::edgeclip(home.path(), &["bench", "--iterations", "2"]);
+    assert!(table.status.success(), "{}", common::stderr(&table));
+    let text = common::stdout(&table);
+    for needle in [
+        "p50",
+        "p99",
+        "image tower (preprocessed input)",
+        "images/s",
+        "peak RSS",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
