@@ -725,3 +725,111 @@ fn several_cameras_share_one_process() {
     assert_eq!(by_camera("front"), ["dog"], "{events:?}");
     assert_eq!(by_camera("back"), ["horse"], "{events:?}");
 }
+
+/// The recorded UVC clip (6 JPEGs without Huffman tables, of the CC0 cat photo).
+fn clip_frames() -> Vec<Vec<u8>> {
+    let clip = std::fs::read(common::repo().join("tests/data/camera/clip-160x120.mjpeg")).unwrap();
+    // Frames start at SOI + a marker; inside scan data 0xFF is always followed by 0x00 or RSTn.
+    let starts: Vec<usize> = (0..clip.len().saturating_sub(2))
+        .filter(|&i| clip[i..i + 3] == [0xFF, 0xD8, 0xFF])
+        .collect();
+    let mut frames = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let e = starts.get(k + 1).copied().unwrap_or(clip.len());
+        frames.push(clip[s..e].to_vec());
+    }
+    assert_eq!(frames.len(), 6);
+    frames
+}
+
+fn assert_cat_events(out: &std::process::Output, camera: &str) {
+    assert!(out.status.success(), "{}", common::stderr(out));
+    let events = common::lines(out);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for e in &events {
+        assert_eq!(e["camera"], camera);
+        assert_eq!(e["label"], "cat", "{e}");
+    }
+}
+
+#[test]
+fn an_http_mjpeg_camera_is_classified() {
+    let _serial = serial();
+    let port = free_port();
+    let server = std::sync::Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
+    let frames = clip_frames();
+    let s = server.clone();
+    let thread = std::thread::spawn(move || {
+        for req in s.incoming_requests() {
+            // What IP cameras serve: multipart/x-mixed-replace, one JPEG per part.
+            let mut body = Vec::new();
+            for f in frames.iter().cycle().take(60) {
+                body.extend_from_slice(b"--frame\r\nContent-Type: image/jpeg\r\n");
+                body.extend_from_slice(format!("Content-Length: {}\r\n\r\n", f.len()).as_bytes());
+                body.extend_from_slice(f);
+                body.extend_from_slice(b"\r\n");
+            }
+            let header = tiny_http::Header::from_bytes(
+                "Content-Type",
+                "multipart/x-mixed-replace; boundary=frame",
+            )
+            .unwrap();
+            let _ = req.respond(tiny_http::Response::from_data(body).with_header(header));
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let url = format!("door=http://127.0.0.1:{port}/video.mjpg");
+    let out = common::edgeclip(
+        home.path(),
+        &[
+            "run",
+            "-l",
+            "examples/labels.txt",
+            "--source",
+            &url,
+            "--emit",
+            "every",
+            "--max-frames",
+            "3",
+            "--no-http",
+        ],
+    );
+    server.unblock();
+    thread.join().unwrap();
+    assert_cat_events(&out, "door");
+}
+
+#[test]
+fn an_ffmpeg_source_is_classified() {
+    let _serial = serial();
+    let ffmpeg = ["/usr/bin/ffmpeg", "/usr/local/bin/ffmpeg"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if common::require_path(
+        Path::new(ffmpeg.unwrap_or("/usr/bin/ffmpeg")),
+        "ffmpeg",
+        "install it: apt-get install ffmpeg (.ci/run does)",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // What an RTSP camera goes through: ffmpeg decodes, re-encodes MJPEG on its stdout.
+    let out = common::edgeclip(
+        home.path(),
+        &[
+            "run",
+            "-l",
+            "examples/labels.txt",
+            "--source",
+            "gate=ffmpeg:-i tests/data/camera/clip-160x120.mjpeg",
+            "--emit",
+            "every",
+            "--max-frames",
+            "3",
+            "--no-http",
+        ],
+    );
+    assert_cat_events(&out, "gate");
+}
