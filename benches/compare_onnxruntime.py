@@ -73,14 +73,14 @@ def main() -> int:
         for precision in args.precision:
             out = subprocess.run(
                 [args.edgeclip, "bench", "--model", args.model, "--precision", precision,
-                 "--threads", str(threads), "--iterations", str(args.iterations), "--no-cache"],
+                 "--threads", str(threads), "--iterations", str(args.iterations), "--no-cache", "--json"],
                 check=True, capture_output=True, text=True,
             ).stdout
             ec = json.loads(out)
             for tower, feed, key in (("visual", image_feed, "image_ms"), ("textual", text_feed, "text_ms")):
                 path = bundle / manifest[tower][precision]["file"]
                 o = ort_median_ms(path, feed, threads, args.iterations)
-                e = ec[key]["median"]
+                e = ec[key]["p50"]
                 print(f"{tower:<8}{precision:<11}{threads:>7}{e:>11.1f}{o:>13.1f}{e / o:>8.2f}")
             sys.stdout.flush()
     return 0
