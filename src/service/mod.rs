@@ -85,13 +85,17 @@ impl Control {
         Control::default()
     }
 
-    /// A control wired to SIGINT/SIGTERM (stop: finish the frame in flight, flush sinks)
-    /// and SIGHUP (reload the config).
+    /// A control wired to SIGINT/SIGTERM (stop: finish the frame in flight, flush sinks; a
+    /// second one exits at once with status 1, for a shutdown stuck on a sink) and SIGHUP
+    /// (reload the config).
     pub fn with_signals() -> std::io::Result<Control> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let c = Control::new();
-        signal_hook::flag::register(SIGINT, c.stop.clone())?;
-        signal_hook::flag::register(SIGTERM, c.stop.clone())?;
+        for sig in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, c.stop.clone())?;
+            signal_hook::flag::register(sig, c.stop.clone())?;
+        }
         signal_hook::flag::register(SIGHUP, c.reload.clone())?;
         Ok(c)
     }
