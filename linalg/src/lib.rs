@@ -18,6 +18,11 @@
 mod frame;
 mod generic;
 
+#[cfg(target_arch = "aarch64")]
+mod arm64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
 use std::fmt;
 
 pub use frame::{matmul_i8, Epilogue, I8Scratch, PackedI8};

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::epilogue::apply_row;
-use super::{AlignedBuf, Epilogue, I8Kernel, I8Scratch, PackedI8, MAX_TILE};
+use super::{AlignedBuf, Epilogue, I8Kernel, I8Scratch, PackedI8, TileArgs, MAX_TILE};
 use crate::LinalgError;
 
 /// Below this many multiply-accumulates a call stays on the calling thread even with a
@@ -65,7 +65,13 @@ pub(crate) fn pack<K: I8Kernel>(
 /// graph's Div → Round → Clip (a NaN becomes 0).
 #[inline(always)]
 pub(crate) fn quantize_one(v: f32, s: f32) -> i8 {
-    (v / s).round_ties_even().clamp(-127.0, 127.0) as i8
+    // 1.5·2²³: an integer-valued float t in [-127, 127] added to it is exact and leaves t
+    // in the low mantissa bits. Reading it back with integer ops replaces the saturating
+    // `as` conversion, which LLVM scalarises (per-element NaN checks) on x86.
+    const MAGIC: f32 = 12_582_912.0;
+    let t = (v / s).round_ties_even().clamp(-127.0, 127.0);
+    // A NaN (only in a row whose scale is NaN, so its output is NaN anyway) gives garbage.
+    (t + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i8
 }
 
 /// The row scale `max(max_j |x_j|, 1e-12) / 127`.
@@ -145,10 +151,18 @@ pub(crate) unsafe fn work<K: I8Kernel>(
     let w = job.w;
     let (kp, n) = (w.kp, w.n);
     let b = w.b.slice::<i8>();
+    let panel_bytes = kp * K::NR;
+    // Each row tile prefetches an equal share of the next panel.
+    let pf_iters = panel_bytes.div_ceil(128 * tiles.len().max(1)).max(1);
+    let last_panel = panels.end.saturating_sub(1);
     for p in panels {
         let j0 = p * K::NR;
         let nr = K::NR.min(n - j0);
-        let panel = b.as_ptr().add(p * kp * K::NR);
+        let panel = b.as_ptr().add(p * panel_bytes);
+        // The next panel of this thread (for the last one, this panel again: harmless).
+        let next = b
+            .as_ptr()
+            .add(if p < last_panel { p + 1 } else { p } * panel_bytes);
         let (corr, scales, bias) = (
             &w.corr[j0..j0 + nr],
             &w.scales[j0..j0 + nr],
@@ -157,7 +171,16 @@ pub(crate) unsafe fn work<K: I8Kernel>(
         for t in tiles.clone() {
             let i0 = t * K::MR;
             let mr = K::MR.min(job.m - i0);
-            K::kernel(mr, kp, job.a.add(i0 * kp), kp, panel, tile.0.as_mut_ptr());
+            let args = TileArgs {
+                kp,
+                a: job.a.add(i0 * kp),
+                a_stride: kp,
+                b: panel,
+                c: tile.0.as_mut_ptr(),
+                pf: next.wrapping_add((t - tiles.start) * pf_iters * 128),
+                pf_iters,
+            };
+            K::kernel(mr, args);
             for r in 0..mr {
                 let i = i0 + r;
                 // SAFETY: row i, columns j0..j0+nr of y: inside y (i < m, j0 + nr ≤ n) and
@@ -256,14 +279,17 @@ pub(crate) fn accumulators<K: I8Kernel>(x: &[f32], m: usize, w: &PackedI8) -> Ve
             for t in 0..m.div_ceil(K::MR) {
                 let i0 = t * K::MR;
                 let mr = K::MR.min(m - i0);
-                K::kernel(
-                    mr,
+                let panel = b.as_ptr().add(p * kp * K::NR);
+                let args = TileArgs {
                     kp,
-                    a.as_ptr().add(i0 * kp),
-                    kp,
-                    b.as_ptr().add(p * kp * K::NR),
-                    tile.as_mut_ptr(),
-                );
+                    a: a.as_ptr().add(i0 * kp),
+                    a_stride: kp,
+                    b: panel,
+                    c: tile.as_mut_ptr(),
+                    pf: panel,
+                    pf_iters: 1,
+                };
+                K::kernel(mr, args);
                 for r in 0..mr {
                     for jj in 0..nr {
                         out[(i0 + r) * n + j0 + jj] =

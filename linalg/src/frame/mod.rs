@@ -21,7 +21,14 @@ macro_rules! dispatch {
     ($isa:expr, $mac:ident) => {
         match $isa {
             Isa::Scalar => $mac!(crate::generic::ScalarKernel),
-            // KERNELS
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => $mac!(crate::x86_64::avx2::Avx2Kernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => $mac!(crate::x86_64::avx512vnni::Avx512VnniKernel),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => $mac!(crate::arm64::neon::NeonKernel),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => $mac!(crate::arm64::neon_dotprod::NeonDotprodKernel),
             #[allow(unreachable_patterns)]
             other => Err(LinalgError::Unsupported(other)),
         }
@@ -44,6 +51,29 @@ pub(crate) trait Pod: Copy + Send + Sync + 'static {}
 impl Pod for i8 {}
 impl Pod for u8 {}
 impl Pod for i16 {}
+
+/// The operands of one micro-kernel call.
+#[derive(Clone, Copy)]
+pub(crate) struct TileArgs<A> {
+    /// Padded depth, a multiple of the kernel's `KU`.
+    pub kp: usize,
+    /// First of `mr` rows of `kp` quantised activations, `a_stride` elements apart.
+    pub a: *const A,
+    /// Distance between rows of `a`, in elements.
+    pub a_stride: usize,
+    /// One packed B panel (`kp · NR` bytes).
+    pub b: *const i8,
+    /// `MR · NR` writable i32 (row stride `NR`) for the accumulators.
+    pub c: *mut i32,
+    /// Prefetch hint: while it works, the kernel may prefetch (into L2) the 128-byte
+    /// blocks `pf + 128·i` for `i < pf_iters`, about one per k group; the driver points it
+    /// at this tile's share of the *next* panel, so the weights, which are streamed from
+    /// L3/DRAM once per call, arrive before they are needed. Only ever used as a
+    /// prefetch address (never dereferenced), so it may point anywhere.
+    pub pf: *const i8,
+    /// Number of 128-byte blocks at `pf` (at least 1).
+    pub pf_iters: usize,
+}
 
 /// The contract between the generic driver and one instruction set's micro-kernel.
 ///
@@ -79,17 +109,8 @@ pub(crate) trait I8Kernel: Sized + 'static {
     /// Micro-kernel: `c[r][j] = Σ_k a[r][k] · b[k][j]` (wrapping i32) for `r < mr`, `j < NR`.
     ///
     /// # Safety
-    /// `1 ≤ mr ≤ MR`; `kp` is a multiple of `KU`; `a` points at `mr` rows of `kp`
-    /// elements, `a_stride` elements apart; `b` at one packed panel (`kp · NR` bytes);
-    /// `c` at `MR · NR` writable i32 (row stride `NR`); the CPU supports `ISA`.
-    unsafe fn kernel(
-        mr: usize,
-        kp: usize,
-        a: *const Self::A,
-        a_stride: usize,
-        b: *const i8,
-        c: *mut i32,
-    );
+    /// `1 ≤ mr ≤ MR` and `t` as documented on [`TileArgs`]; the CPU supports `ISA`.
+    unsafe fn kernel(mr: usize, t: TileArgs<Self::A>);
 
     /// Quantises `x` (rows of `k`) into `a` (rows of `kp`) and `row_scales`.
     /// Kernels override this only to compile the generic code with their target features

@@ -1,7 +1,7 @@
 //! The portable scalar twin: plain Rust loops, no explicit SIMD. It is the reference every
 //! other kernel is tested against, and the fallback on a CPU with none of them.
 
-use crate::frame::I8Kernel;
+use crate::frame::{I8Kernel, TileArgs};
 use crate::Isa;
 
 /// Scalar kernel: a 4×16 tile of i32 accumulators over i8 × i8 products, k one at a time.
@@ -24,14 +24,15 @@ impl I8Kernel for ScalarKernel {
         q
     }
 
-    unsafe fn kernel(
-        mr: usize,
-        kp: usize,
-        a: *const i8,
-        a_stride: usize,
-        b: *const i8,
-        c: *mut i32,
-    ) {
+    unsafe fn kernel(mr: usize, t: TileArgs<i8>) {
+        let TileArgs {
+            kp,
+            a,
+            a_stride,
+            b,
+            c,
+            ..
+        } = t;
         let mut acc = [[0i32; NR]; MR];
         let b = std::slice::from_raw_parts(b, kp * NR);
         for (kk, brow) in b.chunks_exact(NR).enumerate() {
