@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Side by side: edgeclip (tract) and onnxruntime on the same ONNX graphs, same threads.
+"""Side by side: edgeclip (native ViT and tract backends) and onnxruntime on the same ONNX
+graphs, same threads.
 
 Prints, per tower and precision, the median latency of both and their ratio
 (edgeclip / onnxruntime: below 1 means edgeclip is faster). Both sides time a batch-1
@@ -55,6 +56,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count() or 1])
     ap.add_argument("--precision", nargs="+", default=["fp32", "int8"])
     ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--backend", nargs="+", default=["native", "tract"],
+                    help="edgeclip image-tower backends to time (the text tower always runs on tract)")
     args = ap.parse_args()
 
     bundle = home() / args.model
@@ -85,23 +88,30 @@ def main() -> int:
     print(f"model {args.model}, onnxruntime {ort.__version__}, {args.iterations} runs, median ms")
     print("ort = onnxruntime on the same file; ort-own = onnxruntime on its own uint8 quantisation "
           "of the fp32 graph (int8 rows); ratio = edgeclip / the faster of the two")
-    print(f"{'tower':<8}{'precision':<11}{'threads':>7}{'edgeclip':>11}{'ort':>9}{'ort-own':>9}{'ratio':>8}")
+    print(f"{'tower':<8}{'backend':<8}{'precision':<11}{'threads':>7}{'edgeclip':>11}{'ort':>9}{'ort-own':>9}{'ratio':>8}")
     for threads in args.threads:
         for precision in args.precision:
-            out = subprocess.run(
-                [args.edgeclip, "bench", "--model", args.model, "--precision", precision,
-                 "--threads", str(threads), "--iterations", str(args.iterations), "--no-cache", "--json"],
-                check=True, capture_output=True, text=True,
-            ).stdout
-            ec = json.loads(out)
+            runs = {}
+            for backend in args.backend:
+                out = subprocess.run(
+                    [args.edgeclip, "bench", "--model", args.model, "--precision", precision,
+                     "--threads", str(threads), "--iterations", str(args.iterations), "--no-cache",
+                     "--backend", backend, "--json"],
+                    check=True, capture_output=True, text=True,
+                ).stdout
+                runs[backend] = json.loads(out)
             for tower, feed, key in (("visual", image_feed, "image_ms"), ("textual", text_feed, "text_ms")):
                 path = bundle / manifest[tower][precision]["file"]
                 o = ort_median_ms(path, feed, threads, args.iterations)
                 own = ort_median_ms(ort_own[tower], feed, threads, args.iterations) if precision == "int8" else None
                 best = min(o, own) if own is not None else o
-                e = ec[key]["p50"]
                 own_text = f"{own:>9.1f}" if own is not None else f"{'-':>9}"
-                print(f"{tower:<8}{precision:<11}{threads:>7}{e:>11.1f}{o:>9.1f}{own_text}{e / best:>8.2f}")
+                # The text tower always runs on tract: one row is enough.
+                shown = runs.items() if tower == "visual" else list(runs.items())[:1]
+                for backend, ec in shown:
+                    label = ec.get("backend", backend) if tower == "visual" else "tract"
+                    e = ec[key]["p50"]
+                    print(f"{tower:<8}{label:<8}{precision:<11}{threads:>7}{e:>11.1f}{o:>9.1f}{own_text}{e / best:>8.2f}")
             sys.stdout.flush()
     return 0
 

@@ -1,13 +1,14 @@
 //! Tower latency: one image embedding from a preprocessed tensor, one text embedding from
 //! token ids, at every precision each bundle ships: the default edgeclip-demo and the prepared
-//! reference bundle (ViT-B/32).
+//! reference bundle (ViT-B/32). The image tower is timed on every backend that can run it
+//! (the native ViT where the graph is a CLIP ViT, and tract).
 //!
 //! Run: `cargo bench --bench encode` (after `models/prepare`). EDGECLIP_BENCH_THREADS sets
-//! tract's thread count (default: all cores).
+//! the thread count (default: all cores).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edgeclip::bundle::{Bundle, Precision, DEFAULT_MODEL};
-use edgeclip::encoder::{self, ImageEncoder, TextEncoder};
+use edgeclip::encoder::{self, Backend, ImageEncoder, TextEncoder};
 use edgeclip::engine::load_tokenizer;
 
 fn towers(c: &mut Criterion) {
@@ -37,14 +38,22 @@ fn bundle_towers(c: &mut Criterion, bundle: &Bundle, threads: usize) {
         if !bundle.spec.visual.files.contains_key(&precision) {
             continue;
         }
-        let image = ImageEncoder::load(bundle, precision).expect("image tower loads");
-        // A deterministic, image-like input: the values are irrelevant to the cost.
-        let pixels: Vec<f32> = (0..image.input_len())
-            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
-            .collect();
-        g.bench_function(format!("image/{precision}"), |b| {
-            b.iter(|| image.encode(&pixels).expect("runs"))
-        });
+        for backend in [Backend::Native, Backend::Tract] {
+            let Ok(image) = ImageEncoder::load(bundle, precision, backend) else {
+                eprintln!(
+                    "{}: no {backend} image tower at {precision}",
+                    bundle.spec.name
+                );
+                continue;
+            };
+            // A deterministic, image-like input: the values are irrelevant to the cost.
+            let pixels: Vec<f32> = (0..image.input_len())
+                .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+                .collect();
+            g.bench_function(format!("image/{precision}/{backend}"), |b| {
+                b.iter(|| image.encode(&pixels).expect("runs"))
+            });
+        }
         let text = TextEncoder::load(bundle, precision, tokenizer.context_length())
             .expect("text tower loads");
         g.bench_function(format!("text/{precision}"), |b| {

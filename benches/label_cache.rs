@@ -50,6 +50,7 @@ fn warm_start(c: &mut Criterion) {
     let options = EngineOptions {
         precision: bundle.default_precision(),
         cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
     };
     let mut g = c.benchmark_group("warm_start");
     g.sample_size(10);

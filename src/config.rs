@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::bundle::{edgeclip_home, Precision, DEFAULT_MODEL};
+use crate::encoder::Backend;
 use crate::events::{parse_consensus, EmitMode, EventPolicy};
 use crate::source::SourceOptions;
 
@@ -184,6 +185,8 @@ pub struct Overrides {
     pub precision: Option<Precision>,
     /// `--threads`.
     pub threads: Option<usize>,
+    /// `--backend`.
+    pub backend: Backend,
     /// `--board`.
     pub board: Option<String>,
     /// `--labels`.
@@ -242,6 +245,8 @@ pub struct RunConfig {
     pub precision: Option<Precision>,
     /// Threads (`None`: all cores).
     pub threads: Option<usize>,
+    /// Image tower backend.
+    pub backend: Backend,
     /// Board profile applied, if any.
     pub board: Option<String>,
     /// Label file.
@@ -569,6 +574,7 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
             .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
         precision: cli.precision.or(parsed.precision).or(board.precision),
         threads,
+        backend: cli.backend,
         board: board_name,
         labels,
         cameras,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::bundle::{edgeclip_home, Bundle, BundleError, Precision, TokenizerSpec};
 use crate::cache::{CacheKey, EmbeddingCache};
 use crate::classify::{Classifier, LabelMatrix};
-use crate::encoder::{Embedding, EncoderError, ImageEncoder, TextEncoder};
+use crate::encoder::{Backend, Embedding, EncoderError, ImageEncoder, TextEncoder};
 use crate::labels::LabelSet;
 use crate::preprocess::{self, PreprocessError, Preprocessor};
 use crate::tokenizer::{ClipBpe, HfTokenizer, Tokenizer, TokenizerError, Tokens};
@@ -46,6 +46,8 @@ pub struct EngineOptions {
     pub precision: Precision,
     /// Directory of the text-embedding cache; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Image tower backend.
+    pub backend: Backend,
 }
 
 impl Default for EngineOptions {
@@ -53,6 +55,7 @@ impl Default for EngineOptions {
         EngineOptions {
             precision: Precision::Fp32,
             cache_dir: Some(default_cache_dir()),
+            backend: Backend::Auto,
         }
     }
 }
@@ -84,6 +87,7 @@ pub struct ImageTimings {
 pub struct Engine {
     bundle: Bundle,
     precision: Precision,
+    backend: Backend,
     tokenizer: Box<dyn Tokenizer>,
     text: Option<TextEncoder>,
     image: Option<ImageEncoder>,
@@ -126,6 +130,7 @@ impl Engine {
         Ok(Engine {
             bundle,
             precision: options.precision,
+            backend: options.backend,
             tokenizer,
             text: None,
             image: None,
@@ -154,7 +159,11 @@ impl Engine {
     pub fn load_image_tower(&mut self) -> Result<&ImageEncoder, EngineError> {
         if self.image.is_none() {
             let t = Instant::now();
-            self.image = Some(ImageEncoder::load(&self.bundle, self.precision)?);
+            self.image = Some(ImageEncoder::load(
+                &self.bundle,
+                self.precision,
+                self.backend,
+            )?);
             log::debug!(
                 "image tower ready in {:.0} ms",
                 t.elapsed().as_secs_f64() * 1e3

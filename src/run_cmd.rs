@@ -174,6 +174,7 @@ fn overrides(g: &Global, a: &RunArgs) -> Result<Overrides> {
         model: g.model.clone(),
         precision: g.precision.map(Into::into),
         threads: g.threads,
+        backend: g.backend.into(),
         board: a.board.clone(),
         labels: a.labels.clone(),
         sources: a.sources.clone(),

@@ -369,6 +369,15 @@ fn bench_reports_percentiles_throughput_and_memory() {
     }
     assert!(v["end_to_end_fps"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 10 << 20, "{v}");
+    let serving = v["serving_peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        serving > 10 << 20 && serving <= v["peak_rss_bytes"].as_u64().unwrap(),
+        "{v}"
+    );
+    let cold = v["cold_start_ms"].as_f64().unwrap();
+    assert!(cold > 0.0, "{v}");
+    // The demo bundle is EfficientNet, not a ViT: auto falls back to tract, and says so.
+    assert_eq!(v["backend"], "tract", "{v}");
 
     let table = common::edgeclip(home.path(), &["bench", "--iterations", "2"]);
     assert!(table.status.success(), "{}", common::stderr(&table));
@@ -379,6 +388,7 @@ fn bench_reports_percentiles_throughput_and_memory() {
         "image tower (preprocessed input)",
         "images/s",
         "peak RSS",
+        "cold start",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

@@ -69,6 +69,7 @@ fn int8_towers_match_onnxruntime() {
         &EngineOptions {
             precision: Precision::Int8,
             cache_dir: None,
+            ..Default::default()
         },
     )
     .expect("engine opens");

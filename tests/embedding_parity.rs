@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use edgeclip::bundle::{Bundle, Precision};
-use edgeclip::encoder::Embedding;
+use edgeclip::encoder::{Backend, Embedding};
 use edgeclip::engine::{Engine, EngineOptions};
 use serde::Deserialize;
 
@@ -58,12 +58,17 @@ fn setup() -> Option<Setup> {
 }
 
 fn engine(s: &Setup, precision: Precision) -> Engine {
+    engine_on(s, precision, Backend::Auto)
+}
+
+fn engine_on(s: &Setup, precision: Precision, backend: Backend) -> Engine {
     // No cache: these tests must exercise the towers, not read back earlier results.
     Engine::open(
         s.bundle.clone(),
         &EngineOptions {
             precision,
             cache_dir: None,
+            backend,
         },
     )
     .expect("engine opens")
@@ -90,8 +95,15 @@ fn stats(pairs: &[(String, f32)]) -> Stats {
 }
 
 /// Image embeddings for every reference photo at one precision.
-fn image_embeddings(s: &Setup, precision: Precision, refs: &[ImageRef]) -> Vec<Embedding> {
-    let mut e = engine(s, precision);
+fn image_embeddings(
+    s: &Setup,
+    precision: Precision,
+    backend: Backend,
+    refs: &[ImageRef],
+) -> Vec<Embedding> {
+    let mut e = engine_on(s, precision, backend);
+    let runs = e.load_image_tower().expect("image tower loads").backend();
+    assert_eq!(runs, backend, "the {backend} backend was asked for");
     refs.iter()
         .map(|r| {
             let bytes = std::fs::read(s.datasets.join(&r.path))
@@ -102,13 +114,57 @@ fn image_embeddings(s: &Setup, precision: Precision, refs: &[ImageRef]) -> Vec<E
         .collect()
 }
 
+/// Both image backends (the native ViT and tract) against the reference export, and
+/// against each other.
 #[test]
 fn image_embeddings_match_the_reference_fp32_and_int8() {
     let Some(s) = setup() else { return };
     let refs: Vec<ImageRef> = read_jsonl(&s.fixtures.join("images.jsonl"));
     assert!(refs.len() >= 200, "fixture has only {} photos", refs.len());
+    let mut failures = Vec::new();
+    let mut outputs = Vec::new();
+    for backend in [Backend::Native, Backend::Tract] {
+        eprintln!("== image tower on {backend}");
+        let (fp32, int8) = check_image_backend(&s, &refs, backend, &mut failures);
+        outputs.push((fp32, int8));
+    }
+    // The two backends run the same graph: fp32 agrees to rounding; int8 may differ where
+    // an activation lands on a rounding boundary of the per-row quantiser.
+    for (k, (precision, bound)) in [(Precision::Fp32, 0.9999f32), (Precision::Int8, 0.997)]
+        .into_iter()
+        .enumerate()
+    {
+        let pick =
+            |o: &(Vec<Embedding>, Vec<Embedding>)| if k == 0 { o.0.clone() } else { o.1.clone() };
+        let (native, tract) = (pick(&outputs[0]), pick(&outputs[1]));
+        let pairs: Vec<(String, f32)> = refs
+            .iter()
+            .zip(native.iter().zip(&tract))
+            .map(|(r, (a, b))| (r.path.clone(), a.cosine(b)))
+            .collect();
+        let st = stats(&pairs);
+        eprintln!(
+            "native vs tract {precision}: min cos {:.6} ({}), mean {:.6}",
+            st.min, st.worst, st.mean
+        );
+        if st.min < bound {
+            failures.push(format!(
+                "native vs tract {precision}: min cos {} at {} (bound {bound})",
+                st.min, st.worst
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
-    let ours_fp32 = image_embeddings(&s, Precision::Fp32, &refs);
+/// One backend against the reference: fp32 and int8 embeddings, int8 fidelity to fp32.
+fn check_image_backend(
+    s: &Setup,
+    refs: &[ImageRef],
+    backend: Backend,
+    failures: &mut Vec<String>,
+) -> (Vec<Embedding>, Vec<Embedding>) {
+    let ours_fp32 = image_embeddings(s, Precision::Fp32, backend, refs);
     let fp32: Vec<(String, f32)> = refs
         .iter()
         .zip(&ours_fp32)
@@ -125,7 +181,6 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
         st.worst,
         st.mean
     );
-    let mut failures = Vec::new();
     // Photos and Caltech-101 (all sizes, greyscale, PNG, JPEG 4:2:0): the full bound.
     // CIFAR-10 is 32x32 JPEG upscaled 7x, so the decoder's remaining difference from
     // libjpeg-turbo (its IDCT: at most 2 LSB on a few dozen of 3072 values, after the
@@ -150,13 +205,13 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
         );
         if part.is_empty() || st.min < bound {
             failures.push(format!(
-                "fp32 vs reference on {set}: min cos {} at {} (bound {bound})",
+                "{backend} fp32 vs reference on {set}: min cos {} at {} (bound {bound})",
                 st.min, st.worst
             ));
         }
     }
 
-    let ours_int8 = image_embeddings(&s, Precision::Int8, &refs);
+    let ours_int8 = image_embeddings(s, Precision::Int8, backend, refs);
     let int8: Vec<(String, f32)> = refs
         .iter()
         .zip(&ours_int8)
@@ -172,7 +227,7 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
     // (0.9983 with the earlier uint8-per-tensor scheme).
     if st.min < 0.997 {
         failures.push(format!(
-            "int8 (tract) vs int8 (onnxruntime): min cos {} at {}",
+            "int8 ({backend}) vs int8 (onnxruntime): min cos {} at {}",
             st.min, st.worst
         ));
     }
@@ -189,12 +244,15 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
         st.min, st.worst, st.mean
     );
     if st.min < 0.99 {
-        failures.push(format!("int8 vs fp32: min cos {} at {}", st.min, st.worst));
+        failures.push(format!(
+            "{backend} int8 vs fp32: min cos {} at {}",
+            st.min, st.worst
+        ));
     }
 
     // Top-1 agreement: does int8 pick the same label as fp32, over all photos, against
     // the CIFAR-10 classes embedded by the fp32 text tower?
-    let mut text = engine(&s, Precision::Fp32);
+    let mut text = engine(s, Precision::Fp32);
     let classes = [
         "airplane",
         "automobile",
@@ -230,9 +288,9 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
         100.0 * rate
     );
     if rate < 0.97 {
-        failures.push(format!("int8/fp32 top-1 agreement {rate}"));
+        failures.push(format!("{backend} int8/fp32 top-1 agreement {rate}"));
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    (ours_fp32, ours_int8)
 }
 
 #[test]

@@ -148,7 +148,7 @@ pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
         "uptime_s": state.started.elapsed().as_secs_f64(),
         "model": state.model,
         "precision": state.precision.to_string(),
-        "backend": "tract-cpu",
+        "backend": state.backend.to_string(),
         "cameras": cameras,
         "labels": labels,
         "sinks": sinks,

@@ -23,6 +23,7 @@ use image::RgbImage;
 use crate::bundle::{Bundle, Precision};
 use crate::classify::Classifier;
 use crate::config::{CameraConfig, RunConfig};
+use crate::encoder::Backend;
 use crate::engine::{default_cache_dir, Engine, EngineError, EngineOptions};
 use crate::events::{Debouncer, Event};
 use crate::sink::{self, Sink, SinkError, SinkOptions};
@@ -205,6 +206,8 @@ pub struct ServiceState {
     pub model: String,
     /// Tower precision.
     pub precision: Precision,
+    /// Image tower backend that runs.
+    pub backend: Backend,
     /// Cameras.
     pub cameras: Vec<Arc<CameraStatus>>,
     /// Labels.
@@ -287,6 +290,7 @@ fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), Servic
     let options = EngineOptions {
         precision,
         cache_dir: None,
+        backend: config.backend,
     };
     let engine = Engine::open(bundle.clone(), &options)?;
     Ok((engine, bundle, precision))
@@ -492,9 +496,9 @@ pub fn run(
 
     let (mut engine, bundle, precision) = open_engine(config)?;
     let t = Instant::now();
-    engine.load_image_tower()?;
+    let backend = engine.load_image_tower()?.backend();
     log::info!(
-        "model {} ({}), {precision} towers on tract (CPU); image tower loaded in {:.0} ms",
+        "model {} ({}), {precision} towers, image tower on {backend} (CPU) loaded in {:.0} ms",
         bundle.spec.name,
         bundle.root.display(),
         t.elapsed().as_secs_f64() * 1e3
@@ -504,6 +508,7 @@ pub fn run(
         &EngineOptions {
             precision,
             cache_dir: config.cache.then(default_cache_dir),
+            backend: config.backend,
         },
     )?;
     let labels_stop = Arc::new(AtomicBool::new(false));
@@ -567,6 +572,7 @@ pub fn run(
         started: Instant::now(),
         model: bundle.spec.name.clone(),
         precision,
+        backend,
         cameras: cameras.iter().map(|c| c.status.clone()).collect(),
         labels: live.clone(),
         stages: Stages::default(),

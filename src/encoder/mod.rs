@@ -1,11 +1,21 @@
 //! The two towers: pixels → image embedding, token ids → text embedding.
 //!
-//! The default (and so far only) backend is tract: pure Rust, SIMD kernels, no C++
-//! runtime. Each graph is loaded once with fixed batch-1 shapes and optimised at load
-//! time, so a run does no shape inference or graph rewriting.
+//! Two CPU backends, both pure Rust:
+//! - tract runs any ONNX graph. Each graph is loaded once with fixed batch-1 shapes and
+//!   optimised at load time, so a run does no shape inference or graph rewriting.
+//! - the native ViT ([`vit`]) runs the CLIP ViT image tower read from the same ONNX file
+//!   with int8 kernels of our own ([`edgeclip_linalg`]); it is chosen automatically when
+//!   the graph is recognised ([`Backend::Auto`]) and tested against tract.
+//!
+//! Which one runs is always logged.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
+
+pub mod vit;
+mod vit_math;
+pub mod vit_onnx;
 
 use tract_onnx::prelude::*;
 
@@ -87,9 +97,13 @@ impl Embedding {
     }
 }
 
-/// Sets how many threads tract's matrix products use (process-wide). Call once at start.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many threads matrix products use (process-wide: tract's executor and the
+/// native path's workers). Call once at start.
 pub fn set_threads(n: usize) {
     static ONCE: Once = Once::new();
+    THREADS.store(n.max(1), Ordering::Relaxed);
     ONCE.call_once(|| {
         if n > 1 {
             tract_linalg::multithread::set_default_executor(
@@ -97,7 +111,36 @@ pub fn set_threads(n: usize) {
             );
         }
     });
-    log::info!("backend: tract (CPU), {n} thread(s)");
+}
+
+/// Threads set by [`set_threads`], or all cores.
+pub fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => default_threads(),
+        n => n,
+    }
+}
+
+/// Which implementation runs the image tower.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The native ViT when the graph is a CLIP ViT it recognises, tract otherwise.
+    #[default]
+    Auto,
+    /// tract, for any graph.
+    Tract,
+    /// The native ViT; an error when the graph is not one it recognises.
+    Native,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Tract => "tract",
+            Backend::Native => "native",
+        })
+    }
 }
 
 /// Number of threads to use by default: all cores.
@@ -237,33 +280,95 @@ impl Graph {
 
 /// The image tower: a preprocessed CHW tensor → embedding.
 pub struct ImageEncoder {
-    graph: Graph,
+    runner: ImageRunner,
     size: usize,
     dim: usize,
 }
 
+enum ImageRunner {
+    Tract(Graph),
+    Native(Box<vit::NativeVit>),
+}
+
 impl ImageEncoder {
-    /// Loads the bundle's image tower at `precision`.
-    pub fn load(bundle: &Bundle, precision: Precision) -> Result<ImageEncoder, EncoderError> {
+    /// Loads the bundle's image tower at `precision` with `backend`.
+    pub fn load(
+        bundle: &Bundle,
+        precision: Precision,
+        backend: Backend,
+    ) -> Result<ImageEncoder, EncoderError> {
         let spec = &bundle.spec;
         let file = bundle.visual_file(precision)?;
         let size = spec.preprocess.image_size as usize;
-        let (graph, _) = Graph::load(
-            &file.path,
-            "visual",
-            spec.visual.input.as_deref(),
-            spec.visual.output.as_deref(),
-            |_| f32::fact([1, 3, size, size]).into(),
-        )?;
-        log::info!(
-            "visual tower: {} ({precision}, tract CPU)",
-            file.path.display()
-        );
+        let load_err = |message: String| EncoderError::Load {
+            path: file.path.display().to_string(),
+            tower: "visual",
+            message,
+        };
+        let native = match backend {
+            Backend::Tract => None,
+            Backend::Auto | Backend::Native => match vit_onnx::load(&file.path, size) {
+                Ok(w) if w.embed_dim() == spec.embedding_dim => Some(w),
+                Ok(w) => {
+                    let why = format!(
+                        "the graph gives {} values, the bundle says {}",
+                        w.embed_dim(),
+                        spec.embedding_dim
+                    );
+                    if backend == Backend::Native {
+                        return Err(load_err(why));
+                    }
+                    log::info!("visual tower: native path not used ({why})");
+                    None
+                }
+                Err(e) if backend == Backend::Native => return Err(load_err(e.to_string())),
+                Err(e) => {
+                    log::info!("visual tower: native path not used ({e})");
+                    None
+                }
+            },
+        };
+        let runner = match native {
+            Some(w) => {
+                let isa = edgeclip_linalg::Isa::detect();
+                let v =
+                    vit::NativeVit::new(w, isa, threads()).map_err(|e| load_err(e.to_string()))?;
+                log::info!(
+                    "visual tower: {} ({precision}, {})",
+                    file.path.display(),
+                    v.describe()
+                );
+                ImageRunner::Native(Box::new(v))
+            }
+            None => {
+                let (graph, _) = Graph::load(
+                    &file.path,
+                    "visual",
+                    spec.visual.input.as_deref(),
+                    spec.visual.output.as_deref(),
+                    |_| f32::fact([1, 3, size, size]).into(),
+                )?;
+                log::info!(
+                    "visual tower: {} ({precision}, tract CPU, {} thread(s))",
+                    file.path.display(),
+                    threads()
+                );
+                ImageRunner::Tract(graph)
+            }
+        };
         Ok(ImageEncoder {
-            graph,
+            runner,
             size,
             dim: spec.embedding_dim,
         })
+    }
+
+    /// Which backend runs: `tract` or `native`.
+    pub fn backend(&self) -> Backend {
+        match self.runner {
+            ImageRunner::Tract(_) => Backend::Tract,
+            ImageRunner::Native(_) => Backend::Native,
+        }
     }
 
     /// Number of f32 values [`ImageEncoder::encode`] takes (3 × size × size).
@@ -273,13 +378,27 @@ impl ImageEncoder {
 
     /// Embeds one preprocessed image (CHW, normalised as the bundle says).
     pub fn encode(&self, pixels: &[f32]) -> Result<Embedding, EncoderError> {
-        let t = Tensor::from_shape(&[1, 3, self.size, self.size], pixels).map_err(|e| {
-            EncoderError::Run {
-                tower: "visual",
-                message: format!("input of {} values: {e}", pixels.len()),
+        match &self.runner {
+            ImageRunner::Tract(graph) => {
+                let t = Tensor::from_shape(&[1, 3, self.size, self.size], pixels).map_err(|e| {
+                    EncoderError::Run {
+                        tower: "visual",
+                        message: format!("input of {} values: {e}", pixels.len()),
+                    }
+                })?;
+                graph.embedding(tvec!(t.into()), self.dim)
             }
-        })?;
-        self.graph.embedding(tvec!(t.into()), self.dim)
+            ImageRunner::Native(v) => {
+                let out = v.forward(pixels).map_err(|e| EncoderError::Run {
+                    tower: "visual",
+                    message: e.to_string(),
+                })?;
+                Embedding::normalised(out).ok_or(EncoderError::BadOutput {
+                    tower: "visual",
+                    what: "a zero or non-finite vector".into(),
+                })
+            }
+        }
     }
 }
 
