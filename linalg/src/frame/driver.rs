@@ -203,7 +203,7 @@ pub(crate) fn run<K: I8Kernel>(
     scratch: &mut I8Scratch,
     pool: Option<&rayon::ThreadPool>,
 ) -> Result<(), LinalgError> {
-    if w.isa != K::ISA || w.nr != K::NR || w.kp % K::KU != 0 {
+    if w.isa != K::ISA || w.nr != K::NR || !w.kp.is_multiple_of(K::KU) {
         // Unreachable through the public API (dispatch follows w.isa); kept as an error
         // rather than a panic.
         return Err(LinalgError::Unsupported(w.isa));

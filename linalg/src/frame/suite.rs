@@ -278,7 +278,7 @@ pub(crate) fn extreme_values<K: I8Kernel>() {
             .map(|i| match i / k {
                 0 => 1.0,
                 1 => -1.0,
-                _ if rng.next_u64() % 2 == 0 => 1.0,
+                _ if rng.next_u64().is_multiple_of(2) => 1.0,
                 _ => -1.0,
             })
             .collect();
