@@ -1,13 +1,20 @@
-//! Plain NEON micro-kernel (Cortex-A72 / Raspberry Pi 4): `smlal`/`smlal2` by lane, i16 ×
-//! i16 products widened into i32 accumulators.
+//! Plain NEON micro-kernel (Cortex-A72 / Raspberry Pi 4, no dot product instructions):
+//! `smull` + `smlal2` + `sadalp`, the gemmlowp/ruy scheme for this core family.
 //!
-//! Exact: every product is accumulated straight into i32 (no i16 partial sums, so no
-//! saturation or wrap). A is stored as i16 (`to_a`), 8 k of a row per register, used lane
-//! by lane; B panels hold 16 columns per k as i8 (the panel's `KG` = 1), widened with
-//! `sxtl`/`sxtl2` once per k and shared by all rows.
+//! Per (row, column) pair and 16 k: `smull` multiplies the low 8 i8 of the row by the low 8
+//! of the column into 8 i16, `smlal2` adds the products of the high 8 (so each i16 lane holds
+//! the sum of two products), `sadalp` adds adjacent i16 pairs into the 4 i32 accumulator
+//! lanes; the 4 lanes are summed once at the end. That is 16 MACs per 2 multiplies (the A72
+//! has one multiply pipe) instead of 4 per `smlal` by lane.
 //!
-//! Register blocking: 4 rows × 16 columns = 16 `int32x4` accumulators + 4 A + 3 B of the 32
-//! vector registers; per k: one 16-byte load of B, 2 widenings, 16 `smlal`.
+//! Exact: the quantised activations are clamped to -127..=127 and the weights are
+//! -128..=127, so a sum of two products is at most 2 · 127 · 128 = 32512 < 2¹⁵ — no i16
+//! overflow (this is why activations must never be -128; the extreme-value test checks
+//! the bound). Everything after that is i32.
+//!
+//! Layout: A stays i8, row-major (16 k of a row per register); B panels hold 4 columns × 16
+//! consecutive k (the panel's `KG` = 16). Register blocking: 4 rows × 4 columns = 16
+//! accumulators + 4 A + 4 B + 2 products of the 32 vector registers.
 
 use std::arch::aarch64::*;
 
@@ -18,24 +25,24 @@ use crate::Isa;
 pub(crate) struct NeonKernel;
 
 const MR: usize = 4;
-const NR: usize = 16;
+const NR: usize = 4;
 
 impl I8Kernel for NeonKernel {
     const ISA: Isa = Isa::Neon;
     const MR: usize = MR;
     const NR: usize = NR;
-    const KU: usize = 8;
-    const KG: usize = 1;
+    const KU: usize = 16;
+    const KG: usize = 16;
     const A_OFFSET: i32 = 0;
-    type A = i16;
+    type A = i8;
 
     #[inline(always)]
-    fn to_a(q: i8) -> i16 {
-        q as i16
+    fn to_a(q: i8) -> i8 {
+        q
     }
 
     #[inline(always)]
-    unsafe fn kernel(mr: usize, t: TileArgs<i16>) {
+    unsafe fn kernel(mr: usize, t: TileArgs<i8>) {
         kernel(mr, t)
     }
 
@@ -43,7 +50,7 @@ impl I8Kernel for NeonKernel {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn kernel(mr: usize, t: TileArgs<i16>) {
+unsafe fn kernel(mr: usize, t: TileArgs<i8>) {
     match mr {
         1 => tile::<1>(t),
         2 => tile::<2>(t),
@@ -52,27 +59,9 @@ unsafe fn kernel(mr: usize, t: TileArgs<i16>) {
     }
 }
 
-/// One k: `acc[r][·] += a[r][L] · b[k][0..16]`.
-#[inline(always)]
-unsafe fn step<const L: i32, const R: usize>(
-    acc: &mut [[int32x4_t; 4]; R],
-    a: &[int16x8_t; R],
-    bp: *const i8,
-) {
-    let b = vld1q_s8(bp);
-    let lo = vmovl_s8(vget_low_s8(b));
-    let hi = vmovl_high_s8(b);
-    for (acc, &a) in acc.iter_mut().zip(a) {
-        acc[0] = vmlal_laneq_s16::<L>(acc[0], vget_low_s16(lo), a);
-        acc[1] = vmlal_high_laneq_s16::<L>(acc[1], lo, a);
-        acc[2] = vmlal_laneq_s16::<L>(acc[2], vget_low_s16(hi), a);
-        acc[3] = vmlal_high_laneq_s16::<L>(acc[3], hi, a);
-    }
-}
-
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn tile<const R: usize>(t: TileArgs<i16>) {
+unsafe fn tile<const R: usize>(t: TileArgs<i8>) {
     let TileArgs {
         kp,
         a,
@@ -82,32 +71,37 @@ unsafe fn tile<const R: usize>(t: TileArgs<i16>) {
         pf,
         pf_iters,
     } = t;
-    let mut acc = [[vdupq_n_s32(0); 4]; R];
+    let mut acc = [[vdupq_n_s32(0); NR]; R];
     let mut bp = b;
-    let pf_last = pf_iters - 1;
-    for blk in 0..kp / 8 {
-        // This block eats 128 bytes of B: fetch as much of the next panel.
-        let pfb = pf.wrapping_add(128 * blk.min(pf_last));
-        super::prefetch_l2(pfb);
-        super::prefetch_l2(pfb.wrapping_add(64));
-        let mut av = [vdupq_n_s16(0); R];
+    // In 64-byte lines: this kernel eats one line of B per 16 k.
+    let pf_last = 2 * pf_iters - 1;
+    for blk in 0..kp / 16 {
+        super::prefetch_l2(pf.wrapping_add(64 * blk.min(pf_last)));
+        let mut av = [vdupq_n_s8(0); R];
         for (r, av) in av.iter_mut().enumerate() {
-            *av = vld1q_s16(a.add(r * a_stride + blk * 8));
+            *av = vld1q_s8(a.add(r * a_stride + blk * 16));
         }
-        step::<0, R>(&mut acc, &av, bp);
-        step::<1, R>(&mut acc, &av, bp.add(16));
-        step::<2, R>(&mut acc, &av, bp.add(32));
-        step::<3, R>(&mut acc, &av, bp.add(48));
-        step::<4, R>(&mut acc, &av, bp.add(64));
-        step::<5, R>(&mut acc, &av, bp.add(80));
-        step::<6, R>(&mut acc, &av, bp.add(96));
-        step::<7, R>(&mut acc, &av, bp.add(112));
-        bp = bp.add(128);
+        let bv = [
+            vld1q_s8(bp),
+            vld1q_s8(bp.add(16)),
+            vld1q_s8(bp.add(32)),
+            vld1q_s8(bp.add(48)),
+        ];
+        for (acc, &a) in acc.iter_mut().zip(&av) {
+            for (acc, &b) in acc.iter_mut().zip(&bv) {
+                // Two products per i16 lane (|sum| ≤ 32512), then pairwise into i32.
+                let p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+                let p = vmlal_high_s8(p, a, b);
+                *acc = vpadalq_s16(*acc, p);
+            }
+        }
+        bp = bp.add(64);
     }
     for (r, acc) in acc.iter().enumerate() {
-        for (v, &acc) in acc.iter().enumerate() {
-            vst1q_s32(c.add(r * NR + 4 * v), acc);
-        }
+        // Lane sums of the 4 columns' accumulators, as one vector of 4 columns.
+        let s01 = vpaddq_s32(acc[0], acc[1]);
+        let s23 = vpaddq_s32(acc[2], acc[3]);
+        vst1q_s32(c.add(r * NR), vpaddq_s32(s01, s23));
     }
 }
 
