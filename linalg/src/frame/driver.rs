@@ -2,6 +2,7 @@
 //! and epilogue, and the split over threads. Kernels only supply the micro-kernel.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::epilogue::apply_row;
 use super::{AlignedBuf, Epilogue, I8Kernel, I8Scratch, PackedI8, TileArgs, MAX_TILE};
@@ -119,19 +120,60 @@ pub(crate) unsafe fn quantize<K: I8Kernel>(
     }
 }
 
-/// One call's operands, shared (read-only, except for disjoint parts of `y`) by the threads.
+/// One call's operands, shared by the threads.
 pub(crate) struct Job<'a, A> {
-    a: *const A,
+    x: &'a [f32],
+    /// The quantised rows (`m · kp`), written once per row by `quantize_shared`.
+    a: *mut A,
     m: usize,
-    row_scales: &'a [f32],
+    /// Per-row scales (`m`), written with their row.
+    row_scales: *mut f32,
     w: &'a PackedI8,
     y: *mut f32,
     epilogue: Epilogue,
+    /// Next row to quantise (rows are claimed one at a time by the threads).
+    next_row: AtomicUsize,
+    /// Rows quantised so far; the tile loop starts when it reaches `m`.
+    done_rows: AtomicUsize,
 }
 
-// SAFETY: `a` is only read; `y` is written by `work` calls on disjoint (panel, tile)
-// rectangles, which `run` guarantees.
+// SAFETY: each row of `a` / `row_scales` is written by the one thread that claimed it and
+// read only after `done_rows` (Release/Acquire) says all rows are written; `y` is written by
+// `work` calls on disjoint (panel, tile) rectangles, which `run` guarantees.
 unsafe impl<A: Sync> Sync for Job<'_, A> {}
+
+/// Quantises the rows of `job` together with the other threads working on it: claim a
+/// row, quantise it, repeat; then wait for rows other threads still hold. Only rows a
+/// running thread has claimed are waited for, so this cannot deadlock however the pool
+/// schedules the parts (a part that starts late finds every row done).
+///
+/// # Safety
+/// `job` comes from `run`; the CPU supports `K::ISA`.
+unsafe fn quantize_shared<K: I8Kernel>(job: &Job<'_, K::A>) {
+    let (k, kp, m) = (job.w.k, job.w.kp, job.m);
+    loop {
+        let r = job.next_row.fetch_add(1, Ordering::Relaxed);
+        if r >= m {
+            break;
+        }
+        // SAFETY: row r is claimed by this thread alone; in bounds (r < m).
+        let a = std::slice::from_raw_parts_mut(job.a.add(r * kp), kp);
+        let rs = std::slice::from_raw_parts_mut(job.row_scales.add(r), 1);
+        K::quantize(&job.x[r * k..(r + 1) * k], k, kp, a, rs);
+        job.done_rows.fetch_add(1, Ordering::Release);
+    }
+    let mut spins = 0u32;
+    while job.done_rows.load(Ordering::Acquire) < m {
+        // Another running thread is finishing a row (microseconds); yield if it was
+        // preempted.
+        spins += 1;
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
 
 /// The tile loop: every NR-column panel in `panels` × every MR-row tile in `tiles`,
 /// panels outermost so one panel of B stays in L1 while the row tiles stream past it.
@@ -187,7 +229,8 @@ pub(crate) unsafe fn work<K: I8Kernel>(
                 // owned by this call alone.
                 let y = std::slice::from_raw_parts_mut(job.y.add(i * n + j0), nr);
                 let acc = &tile.0[r * K::NR..r * K::NR + nr];
-                apply_row(acc, corr, job.row_scales[i], scales, bias, y, job.epilogue);
+                let rs = *job.row_scales.add(i);
+                apply_row(acc, corr, rs, scales, bias, y, job.epilogue);
             }
         }
     }
@@ -211,34 +254,41 @@ pub(crate) fn run<K: I8Kernel>(
     let (k, kp, n) = (w.k, w.kp, w.n);
     let a = scratch.a.slice_mut::<K::A>(m * kp);
     scratch.row_scales.resize(m, 0.0);
-    // SAFETY: PackedI8::new only packs for an ISA this CPU supports.
-    unsafe { K::quantize(x, k, kp, a, &mut scratch.row_scales) };
     let job = Job {
-        a: a.as_ptr(),
+        x,
+        a: a.as_mut_ptr(),
         m,
-        row_scales: &scratch.row_scales,
+        row_scales: scratch.row_scales.as_mut_ptr(),
         w,
         y: y.as_mut_ptr(),
         epilogue,
+        next_row: AtomicUsize::new(0),
+        done_rows: AtomicUsize::new(0),
     };
     let panels = n.div_ceil(K::NR);
     let tiles = m.div_ceil(K::MR);
+    let macs = m.saturating_mul(n).saturating_mul(k);
     let threads = match pool {
         Some(p) => p
             .current_num_threads()
-            .min((m * n * k / MIN_MACS_PER_THREAD).max(1)),
+            .min((macs / MIN_MACS_PER_THREAD).max(1)),
         None => 1,
     };
     let (pool, threads) = match pool {
         Some(p) if threads > 1 => (p, threads),
-        // SAFETY: the whole problem on this thread; buffers sized above.
+        // SAFETY (both): PackedI8::new only packs for an ISA this CPU supports; the whole
+        // problem on this thread, buffers sized above.
         _ => {
-            unsafe { K::work(&job, 0..panels, 0..tiles) };
+            unsafe {
+                quantize_shared::<K>(&job);
+                K::work(&job, 0..panels, 0..tiles);
+            }
             return Ok(());
         }
     };
     // Column blocks first (each thread streams its own part of W, the big operand); only
-    // when there are fewer panels than threads are the rows split as well.
+    // when there are fewer panels than threads are the rows split as well. Every part
+    // first helps quantise the rows (all parts need all of them).
     let pc = panels.min(threads);
     let tc = tiles.min(threads / pc).max(1);
     let part =
@@ -247,12 +297,16 @@ pub(crate) fn run<K: I8Kernel>(
     pool.scope(|s| {
         for c in 0..pc * tc {
             let (pr, tr) = (part(c / tc, pc, panels), part(c % tc, tc, tiles));
+            // SAFETY: the parts are disjoint rectangles of panels × tiles.
+            let task = move || unsafe {
+                quantize_shared::<K>(job);
+                K::work(job, pr, tr)
+            };
             if c + 1 == pc * tc {
                 // The last part on this (pool) thread instead of idling in the scope.
-                // SAFETY: the parts are disjoint rectangles of panels × tiles.
-                unsafe { K::work(job, pr, tr) };
+                task();
             } else {
-                s.spawn(move |_| unsafe { K::work(job, pr, tr) });
+                s.spawn(move |_| task());
             }
         }
     });
