@@ -27,27 +27,30 @@ pub(crate) fn pack<K: I8Kernel>(
     let mut buf = AlignedBuf::default();
     let b = buf.slice_mut::<i8>(panels * kp * K::NR);
     b.fill(0);
+    // Group by group of each panel: KG rows × NR columns of W (KG short contiguous reads)
+    // interleaved into one contiguous group. Padding stays 0.
     for (p, panel) in b.chunks_exact_mut(kp * K::NR).enumerate() {
+        let j0 = p * K::NR;
+        let nr = K::NR.min(n - j0);
         for (g, group) in panel.chunks_exact_mut(K::NR * K::KG).enumerate() {
-            for (jj, col) in group.chunks_exact_mut(K::KG).enumerate() {
-                let j = p * K::NR + jj;
-                if j >= n {
-                    break;
-                }
-                for (t, dst) in col.iter_mut().enumerate() {
-                    let kk = g * K::KG + t;
-                    if kk < k {
-                        *dst = w[kk * n + j];
-                    }
+            for t in 0..K::KG.min(k.saturating_sub(g * K::KG)) {
+                let kk = g * K::KG + t;
+                let src = &w[kk * n + j0..kk * n + j0 + nr];
+                for (dst, &v) in group[t..].iter_mut().step_by(K::KG).zip(src) {
+                    *dst = v;
                 }
             }
         }
     }
-    let corr = (0..n)
-        .map(|j| {
-            let colsum: i32 = (0..k).map(|kk| w[kk * n + j] as i32).sum();
-            colsum.wrapping_mul(K::A_OFFSET).wrapping_neg()
-        })
+    let mut colsum = vec![0i32; n];
+    for row in w.chunks_exact(n) {
+        for (sum, &v) in colsum.iter_mut().zip(row) {
+            *sum += v as i32;
+        }
+    }
+    let corr = colsum
+        .into_iter()
+        .map(|s| s.wrapping_mul(K::A_OFFSET).wrapping_neg())
         .collect();
     PackedI8 {
         isa: K::ISA,
@@ -63,7 +66,7 @@ pub(crate) fn pack<K: I8Kernel>(
 }
 
 /// Quantises one activation: `clamp(round_half_to_even(v / s), -127, 127)`, the ONNX
-/// graph's Div → Round → Clip (a NaN becomes 0).
+/// graph's Div → Round → Clip.
 #[inline(always)]
 pub(crate) fn quantize_one(v: f32, s: f32) -> i8 {
     // 1.5·2²³: an integer-valued float t in [-127, 127] added to it is exact and leaves t
