@@ -11,7 +11,7 @@
 //!   loop, edge tiles, epilogue, threading) and the one test suite every kernel runs;
 //! - `generic/`: the portable scalar twin, the reference the others are tested against;
 //! - `x86_64/`: AVX-512 VNNI (`vpdpbusd`) and AVX2 (`vpmaddwd`) micro-kernels;
-//! - `arm64/`: NEON (`smlal`, Cortex-A72 / Raspberry Pi 4) and NEON dotprod (`sdot`,
+//! - `arm64/`: NEON (`smull`/`sadalp`, Cortex-A72 / Raspberry Pi 4) and NEON dotprod (`sdot`,
 //!   Cortex-A76 / Raspberry Pi 5) micro-kernels.
 #![warn(missing_docs)]
 

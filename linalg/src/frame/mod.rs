@@ -82,11 +82,16 @@ pub(crate) struct TileArgs<A> {
 /// - B (the weights) is packed in panels of `NR` columns, one after the other; a panel is
 ///   `kp / KG` groups, a group is `NR` columns × `KG` consecutive k values of one column
 ///   (i8), so one SIMD load fetches the `KG`-deep slices of several columns at once
-///   (`KG` = 4 for `vpdpbusd`/`sdot`, 2 for `vpmaddwd`, 1 for `smlal`);
+///   (`KG` = 4 for `vpdpbusd`/`sdot`, 2 for `vpmaddwd`, 16 for `smull`/`sadalp`, 1 for the
+///   scalar twin);
 /// - A (the quantised activations) is row-major, `kp` elements per row, each element
-///   `to_a(q)`: i8 as is, +128 as u8 for `vpdpbusd`, widened to i16 for `vpmaddwd`/`smlal`.
+///   `to_a(q)`: i8 as is, +128 as u8 for `vpdpbusd`, widened to i16 for `vpmaddwd`.
 ///   The driver subtracts `A_OFFSET · colsum(W)[j]` (precomputed at pack time) from every
 ///   accumulator, which makes the u8 trick exact.
+///
+/// Value ranges kernels may rely on: quantised activations are in -127..=127 (never -128:
+/// the quantiser clamps), weights in -128..=127. The plain NEON kernel needs the former to
+/// sum two products in an i16 lane exactly.
 pub(crate) trait I8Kernel: Sized + 'static {
     /// The instruction set this kernel needs.
     const ISA: Isa;
@@ -249,7 +254,7 @@ impl std::fmt::Debug for PackedI8 {
 }
 
 impl PackedI8 {
-    /// `w`: row-major [k][n] int8 (the ONNX MatMulInteger B layout; values may be
+    /// `w`: row-major `[k][n]` int8 (the ONNX MatMulInteger B layout; values may be
     /// -128..=127), `scales`: n per-column f32 scales, `bias`: optional n f32. Errors on
     /// length mismatch, on k or n of 0, on k above 131072 (the i32 accumulator could
     /// overflow) or if `isa` isn't supported by this CPU.
