@@ -36,6 +36,9 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 with VNNI: `vpdpbusd` on 512-bit registers.
     Avx512Vnni,
+    /// x86-64 Advanced Matrix Extensions (AMX-INT8, Sapphire Rapids and later Xeons):
+    /// `tdpbssd` on 16 × 64-byte tiles; Linux must grant the tile state, asked once.
+    Amx,
     /// aarch64 Advanced SIMD without the dot product extension (Cortex-A72, Raspberry Pi 4).
     Neon,
     /// aarch64 Advanced SIMD with `sdot` (Cortex-A76, Raspberry Pi 5).
@@ -44,10 +47,11 @@ pub enum Isa {
 
 impl Isa {
     /// Every variant, in order of preference (worst first); `supported` filters it.
-    const ALL: [Isa; 5] = [
+    const ALL: [Isa; 6] = [
         Isa::Scalar,
         Isa::Avx2,
         Isa::Avx512Vnni,
+        Isa::Amx,
         Isa::Neon,
         Isa::NeonDotprod,
     ];
@@ -76,6 +80,8 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => crate::x86_64::amx::os_enabled(),
             // NEON is part of the aarch64 baseline, but ask anyway: it costs nothing and a
             // soft-float build would say no.
             #[cfg(target_arch = "aarch64")]
@@ -90,12 +96,13 @@ impl Isa {
         }
     }
 
-    /// Short stable name: "scalar", "avx2", "avx512vnni", "neon", "neon-dotprod".
+    /// Short stable name: "scalar", "avx2", "avx512vnni", "amx", "neon", "neon-dotprod".
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
         }

@@ -25,6 +25,8 @@ macro_rules! dispatch {
             Isa::Avx2 => $mac!(crate::x86_64::avx2::Avx2Kernel),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => $mac!(crate::x86_64::avx512vnni::Avx512VnniKernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => $mac!(crate::x86_64::amx::AmxKernel),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => $mac!(crate::arm64::neon::NeonKernel),
             #[cfg(target_arch = "aarch64")]
