@@ -12,6 +12,9 @@ use crate::LinalgError;
 /// pool: waking a second thread costs more than it saves.
 const MIN_MACS_PER_THREAD: usize = 1 << 16;
 
+/// Parts a threaded call is cut into, per thread (see `run`).
+const PARTS_PER_THREAD: usize = 4;
+
 /// Packs row-major `w[k][n]` into `K`'s panel layout (see [`I8Kernel`]) and precomputes the
 /// per-column correction for the kernel's activation offset.
 pub(crate) fn pack<K: I8Kernel>(
@@ -290,10 +293,17 @@ pub(crate) fn run<K: I8Kernel>(
         }
     };
     // Column blocks first (each thread streams its own part of W, the big operand); only
-    // when there are fewer panels than threads are the rows split as well. Every part
-    // first helps quantise the rows (all parts need all of them).
-    let pc = panels.min(threads);
-    let tc = tiles.min(threads / pc).max(1);
+    // when there are fewer panels than parts are the rows split as well. Every part first
+    // helps quantise the rows (all parts need all of them).
+    //
+    // PARTS_PER_THREAD parts per thread rather than one: waking a sleeping worker can take
+    // tens of microseconds, a good part of a 100 µs GEMM. With one part each, the calling
+    // worker either waits for the late one or runs its part too; with smaller parts a late
+    // worker still finds some to steal and nobody idles. (On the 2-vCPU development VM,
+    // 1, 2 and 4 parts per thread measured the same within its noise.)
+    let target = threads * PARTS_PER_THREAD;
+    let pc = panels.min(target);
+    let tc = tiles.min(target / pc).max(1);
     let part =
         |i: usize, parts: usize, total: usize| (i * total / parts)..((i + 1) * total / parts);
     let job = &job;
