@@ -121,6 +121,27 @@ pub fn threads() -> usize {
     }
 }
 
+/// The int8 kernels the native path uses: the best this CPU runs, or the one named by
+/// `EDGECLIP_ISA` (`scalar`, `avx2`, `avx512vnni`, …) to compare them on the whole model.
+fn kernel_isa() -> edgeclip_linalg::Isa {
+    use edgeclip_linalg::Isa;
+    let best = Isa::detect();
+    let Ok(name) = std::env::var("EDGECLIP_ISA") else {
+        return best;
+    };
+    match Isa::from_name(&name) {
+        Some(isa) if Isa::supported().contains(&isa) => isa,
+        _ => {
+            let runnable: Vec<&str> = Isa::supported().into_iter().map(Isa::name).collect();
+            log::warn!(
+                "EDGECLIP_ISA={name}: not a kernel this CPU runs ({}); using {best}",
+                runnable.join(", ")
+            );
+            best
+        }
+    }
+}
+
 /// Which implementation runs the image tower.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Backend {
@@ -330,7 +351,7 @@ impl ImageEncoder {
         };
         let runner = match native {
             Some(w) => {
-                let isa = edgeclip_linalg::Isa::detect();
+                let isa = kernel_isa();
                 let v =
                     vit::NativeVit::new(w, isa, threads()).map_err(|e| load_err(e.to_string()))?;
                 log::info!(
