@@ -27,6 +27,13 @@ use std::fmt;
 
 pub use frame::{matmul_i8, Epilogue, I8Scratch, PackedI8};
 
+/// The element-wise maths of the epilogues, for callers that need the same numbers outside
+/// a GEMM (the native ViT's fp32 layers and softmax). Scalar functions written to
+/// vectorise when inlined into a loop compiled with wider target features.
+pub mod math {
+    pub use crate::frame::epilogue::{exp, quick_gelu};
+}
+
 /// Instruction set of a kernel implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {

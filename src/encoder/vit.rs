@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use edgeclip_linalg::{matmul_i8, Epilogue, I8Scratch, Isa, PackedI8};
 
+use super::vit_math::{attention_head, attention_scratch_len, HeadLayout};
 use super::vit_onnx::{LinearWeights, NormWeights, VitWeights};
 
 /// Errors preparing or running the native path.
@@ -151,35 +152,56 @@ impl Linear {
                 }
             }
             Linear::F32 { w, k, n, bias } => {
+                let (k, n) = (*k, *n);
                 let accumulate = epilogue == Epilogue::Accumulate;
-                // SAFETY: x is m×k, w is k×n and y is m×n, all row-major and in bounds
-                // (sizes fixed at load time); the three do not overlap.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        *n,
-                        *k,
-                        y.as_mut_ptr(),
-                        1,
-                        *n as isize,
-                        accumulate,
-                        x.as_ptr(),
-                        1,
-                        *k as isize,
-                        w.as_ptr(),
-                        1,
-                        *n as isize,
-                        if accumulate { 1.0 } else { 0.0 },
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        cx.gemm_par,
-                    );
+                let y_ptr = SendPtr(y.as_mut_ptr());
+                // Columns j0..j1 of y = x·W[:, j0..j1] (+ y when accumulating).
+                let block = move |j0: usize, j1: usize| {
+                    let y_ptr = y_ptr;
+                    // SAFETY: x is m×k, w is k×n and y is m×n, row-major and in bounds (sizes
+                    // fixed at load time); blocks write disjoint columns of y and read only x
+                    // and w, which y does not overlap.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            j1 - j0,
+                            k,
+                            y_ptr.0.add(j0),
+                            1,
+                            n as isize,
+                            accumulate,
+                            x.as_ptr(),
+                            1,
+                            k as isize,
+                            w.as_ptr().add(j0),
+                            1,
+                            n as isize,
+                            if accumulate { 1.0 } else { 0.0 },
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                };
+                // Threads split the columns (gemm's own threading measured slower than one
+                // thread at batch 1: m = 50 rows leave it little to split).
+                match cx.pool.filter(|_| n >= 64) {
+                    Some(pool) => {
+                        let parts = pool.current_num_threads();
+                        let width = n.div_ceil(parts).div_ceil(32) * 32;
+                        pool.scope(|sc| {
+                            for j0 in (0..n).step_by(width) {
+                                sc.spawn(move |_| block(j0, (j0 + width).min(n)));
+                            }
+                        });
+                    }
+                    None => block(0, n),
                 }
                 let y = &mut y[..m * n];
                 if let Some(b) = bias {
-                    for row in y.chunks_exact_mut(*n) {
+                    for row in y.chunks_exact_mut(n) {
                         row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
                     }
                 }
@@ -194,9 +216,15 @@ impl Linear {
 /// Per-call execution context: threads and kernel scratch.
 struct Context<'a> {
     pool: Option<&'a rayon::ThreadPool>,
-    gemm_par: gemm::Parallelism,
     i8: &'a mut I8Scratch,
 }
+
+/// A pointer handed to the tasks that write disjoint column blocks of one output.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each task writes only its own columns (see `Linear::apply`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 struct Norm {
     gamma: Vec<f32>,
@@ -243,6 +271,7 @@ struct Buffers {
     h: Vec<f32>,
     qkv: Vec<f32>,
     scores: Vec<f32>,
+    heads_out: Vec<f32>,
     attn: Vec<f32>,
     mlp: Vec<f32>,
     pooled: Vec<f32>,
@@ -270,14 +299,6 @@ pub struct NativeVit {
     pool: Option<rayon::ThreadPool>,
     buffers: Mutex<Buffers>,
 }
-
-/// Raw pointer that may cross into rayon tasks writing disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-// SAFETY: only used for the per-head column blocks of the attention output, which no
-// two tasks share.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
 
 impl NativeVit {
     /// Packs `weights` for `isa` and starts `threads` workers (1 = the calling thread only).
@@ -326,7 +347,8 @@ impl NativeVit {
             x: vec![0.0; tokens * d],
             h: vec![0.0; tokens * d],
             qkv: vec![0.0; tokens * 3 * d],
-            scores: vec![0.0; heads * tokens * tokens],
+            scores: vec![0.0; heads * attention_scratch_len(tokens, d / heads)],
+            heads_out: vec![0.0; tokens * d],
             attn: vec![0.0; tokens * d],
             mlp: vec![0.0; tokens * hidden],
             pooled: vec![0.0; d],
@@ -403,20 +425,14 @@ impl NativeVit {
             h,
             qkv,
             scores,
+            heads_out,
             attn,
             mlp,
             pooled,
             out,
             i8,
         } = b;
-        let mut cx = Context {
-            pool,
-            gemm_par: match pool {
-                Some(p) => gemm::Parallelism::Rayon(p.current_num_threads()),
-                None => gemm::Parallelism::None,
-            },
-            i8,
-        };
+        let mut cx = Context { pool, i8 };
 
         // Patches in (channel, y, x) order, one row per patch, row-major over the grid:
         // the Conv with stride = kernel as a matrix product.
@@ -447,7 +463,7 @@ impl NativeVit {
         for blk in &self.blocks {
             blk.ln1.apply(x, h);
             blk.qkv.apply(h, tokens, qkv, Epilogue::Store, &mut cx);
-            self.attention(qkv, scores, attn, tokens, hd, pool);
+            self.attention(qkv, scores, heads_out, attn, tokens, hd, pool);
             blk.out
                 .apply(attn, tokens, x, Epilogue::Accumulate, &mut cx);
             blk.ln2.apply(x, h);
@@ -467,90 +483,51 @@ impl NativeVit {
     }
 
     /// Multi-head self-attention over `qkv` (`[T][q | k | v]`) into `attn` (`[T][D]`),
-    /// one head per task.
+    /// one head per task (`heads_out` holds each head's `[T][head]` block).
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         qkv: &[f32],
         scores: &mut [f32],
+        heads_out: &mut [f32],
         attn: &mut [f32],
         t: usize,
         hd: usize,
         pool: Option<&rayon::ThreadPool>,
     ) {
         let d = self.width;
-        let out = SharedMut(attn.as_mut_ptr());
-        let one_head = |head: usize, sc: &mut [f32]| {
-            let out = out;
-            let q = qkv[head * hd..].as_ptr();
-            let k = qkv[d + head * hd..].as_ptr();
-            let v = qkv[2 * d + head * hd..].as_ptr();
-            let row = 3 * d as isize;
-            // SAFETY: q/k/v index T rows of `hd` values at stride 3D inside qkv; scores is
-            // this head's T×T block; the output block (rows of D, columns head·hd..) lies in
-            // attn and belongs to this head only.
-            unsafe {
-                // scores = scale · q kᵀ
-                gemm::gemm(
-                    t,
-                    t,
-                    hd,
-                    sc.as_mut_ptr(),
-                    1,
-                    t as isize,
-                    false,
-                    q,
-                    1,
-                    row,
-                    k,
-                    row,
-                    1,
-                    0.0,
-                    self.attn_scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for r in sc.chunks_exact_mut(t) {
-                super::vit_math::softmax(r);
-            }
-            unsafe {
-                // out_h = softmax(scores) v
-                gemm::gemm(
-                    t,
-                    hd,
-                    t,
-                    out.0.add(head * hd),
-                    1,
-                    d as isize,
-                    false,
-                    sc.as_ptr(),
-                    1,
-                    t as isize,
-                    v,
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+        let layout = |head: usize| HeadLayout {
+            tokens: t,
+            row: 3 * d,
+            q: head * hd,
+            k: d + head * hd,
+            v: 2 * d + head * hd,
+            dim: hd,
+            scale: self.attn_scale,
         };
-        let per_head = scores.chunks_exact_mut(t * t).take(self.heads).enumerate();
+        let per = attention_scratch_len(t, hd);
+        let per_head = scores
+            .chunks_exact_mut(per)
+            .zip(heads_out.chunks_exact_mut(t * hd))
+            .take(self.heads);
         match pool {
             Some(_) => {
                 use rayon::prelude::*;
                 scores
-                    .par_chunks_exact_mut(t * t)
+                    .par_chunks_exact_mut(per)
+                    .zip(heads_out.par_chunks_exact_mut(t * hd))
                     .take(self.heads)
                     .enumerate()
-                    .for_each(|(h, sc)| one_head(h, sc));
+                    .for_each(|(h, (sc, out))| attention_head(qkv, layout(h), sc, out));
             }
-            None => per_head.for_each(|(h, sc)| one_head(h, sc)),
+            None => per_head
+                .enumerate()
+                .for_each(|(h, (sc, out))| attention_head(qkv, layout(h), sc, out)),
+        }
+        for (h, out) in heads_out.chunks_exact(t * hd).take(self.heads).enumerate() {
+            for (row, src) in out.chunks_exact(hd).enumerate() {
+                attn[row * d + h * hd..][..hd].copy_from_slice(src);
+            }
         }
     }
 }

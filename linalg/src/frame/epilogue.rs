@@ -19,7 +19,7 @@ pub(crate) fn dequant(acc: i32, corr: i32, row_scale: f32, scale: f32, bias: f32
 
 /// QuickGelu: `r * sigmoid(1.702 r)`, computed as `r / (1 + exp(-1.702 r))`.
 #[inline(always)]
-pub(crate) fn quick_gelu(r: f32) -> f32 {
+pub fn quick_gelu(r: f32) -> f32 {
     r / (1.0 + exp(-1.702 * r))
 }
 
@@ -29,7 +29,7 @@ pub(crate) fn quick_gelu(r: f32) -> f32 {
 /// power of two can be built straight into the exponent bits. Callers only need it for a
 /// sigmoid, where the clamp changes nothing visible (1 + e⁸⁸ is already 1.65e38).
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     // 1.5·2²³: adding it rounds to an integer (ties to even, the FPU's mode) and leaves that
     // integer in the low mantissa bits, read back below without a float→int conversion
     // (whose saturating `as` semantics cost extra instructions when vectorised).
