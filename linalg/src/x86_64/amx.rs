@@ -8,10 +8,10 @@
 //!
 //! A tile is up to `MR` = 64 rows: four 16-row accumulator tiles (tmm0–tmm3) over one
 //! 16-column panel. Per 64-deep k step the B tile (tmm5) is loaded once and each 16-row
-//! block of A is loaded (tmm4; tmm6 for a last, partial block) and multiplied into its
-//! accumulator. ViT-B/32's m = 50 is a single row tile, so every GEMM of the model runs
-//! under one tile configuration: each thread loads it (`ldtilecfg`) once and again only
-//! when the row count changes.
+//! block of A is loaded (full blocks alternately into tmm4 and tmm6, a last partial block
+//! into tmm7) and multiplied into its accumulator. ViT-B/32's m = 50 is a single row tile,
+//! so every GEMM of the model runs under one tile configuration: each thread loads it
+//! (`ldtilecfg`) once and again only when the row count changes.
 //!
 //! Linux grants AMX's 8 KB of tile state to a process only on request
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`): [`os_enabled`] asks once; the
@@ -85,21 +85,23 @@ impl I8Kernel for AmxKernel {
                 options(nostack, preserves_flags, readonly),
             );
             // One asm block per accumulator: tile registers are not operands, so the
-            // accumulator is chosen by the instruction text.
+            // accumulator is chosen by the instruction text. Full 16-row blocks of A
+            // alternate between tmm4 and tmm6, so loading the next block does not wait for
+            // the previous multiply to finish reading its tile; a partial block uses tmm7.
             macro_rules! block {
-                ($i:literal, $c:literal) => {
+                ($i:literal, $c:literal, $a:literal) => {
                     if $i < full {
                         asm!(
-                            "tileloadd tmm4, [{a} + {sa}]",
-                            concat!("tdpbssd ", $c, ", tmm4, tmm5"),
+                            concat!("tileloadd ", $a, ", [{a} + {sa}]"),
+                            concat!("tdpbssd ", $c, ", ", $a, ", tmm5"),
                             a = in(reg) ak.add($i * 16 * a_stride),
                             sa = in(reg) a_stride,
                             options(nostack, preserves_flags, readonly),
                         );
                     } else if $i == full && rest > 0 {
                         asm!(
-                            "tileloadd tmm6, [{a} + {sa}]",
-                            concat!("tdpbssd ", $c, ", tmm6, tmm5"),
+                            "tileloadd tmm7, [{a} + {sa}]",
+                            concat!("tdpbssd ", $c, ", tmm7, tmm5"),
                             a = in(reg) ak.add($i * 16 * a_stride),
                             sa = in(reg) a_stride,
                             options(nostack, preserves_flags, readonly),
@@ -107,10 +109,10 @@ impl I8Kernel for AmxKernel {
                     }
                 };
             }
-            block!(0, "tmm0");
-            block!(1, "tmm1");
-            block!(2, "tmm2");
-            block!(3, "tmm3");
+            block!(0, "tmm0", "tmm4");
+            block!(1, "tmm1", "tmm6");
+            block!(2, "tmm2", "tmm4");
+            block!(3, "tmm3", "tmm6");
         }
         macro_rules! store {
             ($i:literal, $c:literal) => {
@@ -171,9 +173,10 @@ unsafe fn configure(mr: usize) {
     for i in 0..4 {
         set(i, mr.saturating_sub(16 * i).min(16));
     }
-    set(4, if mr >= 16 { 16 } else { 0 }); // full A blocks
+    set(4, if mr >= 16 { 16 } else { 0 }); // full A blocks 0 and 2
     set(5, 16); // B: 16 groups of 4 k × 16 columns
-    set(6, mr % 16); // the last, partial A block
+    set(6, if mr >= 32 { 16 } else { 0 }); // full A blocks 1 and 3
+    set(7, mr % 16); // the last, partial A block
     asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, preserves_flags, readonly));
     CONFIGURED.with(|c| c.set(mr));
 }
