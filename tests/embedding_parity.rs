@@ -253,18 +253,7 @@ fn check_image_backend(
     // Top-1 agreement: does int8 pick the same label as fp32, over all photos, against
     // the CIFAR-10 classes embedded by the fp32 text tower?
     let mut text = engine(s, Precision::Fp32);
-    let classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    let classes = common::CIFAR10_CLASSES;
     let rows: Vec<Embedding> = classes
         .iter()
         .map(|c| {

@@ -33,18 +33,7 @@ fn engine(bundle: &Bundle, precision: Precision) -> Engine {
 
 /// (image path, class index) for a data set, and its class names.
 fn cifar(root: &Path) -> (Vec<(PathBuf, usize)>, Vec<String>) {
-    let classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    let classes = common::CIFAR10_CLASSES;
     let mut items = Vec::new();
     for (ci, c) in classes.iter().enumerate() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("cifar10/test").join(c))

@@ -11,6 +11,20 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The CIFAR-10 class names, in the data set's order (its folder names under `cifar10/test`).
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
 /// Environment variable that turns "fixture missing" from a skip into a failure.
 pub const REQUIRE_FIXTURES_ENV: &str = "EDGECLIP_REQUIRE_FIXTURES";
 
