@@ -68,15 +68,15 @@ unsafe fn tile<const R: usize>(t: TileArgs<i8>) {
         a_stride,
         b,
         c,
-        pf,
-        pf_iters,
+        ..
     } = t;
     let mut acc = [[vdupq_n_s32(0); NR]; R];
     let mut bp = b;
-    // In 64-byte lines: this kernel eats one line of B per 16 k.
-    let pf_last = 2 * pf_iters - 1;
-    for blk in 0..kp / 16 {
-        super::prefetch_l2(pf.wrapping_add(64 * blk.min(pf_last)));
+    let blocks = kp / 16;
+    // One prefetch slot per 16 k (this kernel eats one line of B per 16 k).
+    let mut pfc = t.prefetch_cursor(blocks);
+    for blk in 0..blocks {
+        super::prefetch_l2(pfc.next());
         let mut av = [vdupq_n_s8(0); R];
         for (r, av) in av.iter_mut().enumerate() {
             *av = vld1q_s8(a.add(r * a_stride + blk * 16));

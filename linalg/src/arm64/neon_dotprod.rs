@@ -98,18 +98,16 @@ unsafe fn tile<const R: usize>(t: TileArgs<i8>) {
         a_stride,
         b,
         c,
-        pf,
-        pf_iters,
+        ..
     } = t;
     let mut acc = [[vdupq_n_s32(0); 4]; R];
     let mut bp = b;
-    let pf_last = pf_iters - 1;
-    for blk in 0..kp / 16 {
-        // This block eats 256 bytes of B: fetch as much of the next panel.
-        for h in 0..2 {
-            let pfb = pf.wrapping_add(128 * (2 * blk + h).min(pf_last));
-            super::prefetch_l2(pfb);
-            super::prefetch_l2(pfb.wrapping_add(64));
+    let blocks = kp / 16;
+    // Four prefetch slots per 16 k (this kernel eats 256 bytes of B per 16 k).
+    let mut pfc = t.prefetch_cursor(4 * blocks);
+    for blk in 0..blocks {
+        for _ in 0..4 {
+            super::prefetch_l2(pfc.next());
         }
         let mut av = [vdupq_n_s8(0); R];
         for (r, av) in av.iter_mut().enumerate() {

@@ -67,14 +67,50 @@ pub(crate) struct TileArgs<A> {
     pub b: *const i8,
     /// `MR · NR` writable i32 (row stride `NR`) for the accumulators.
     pub c: *mut i32,
-    /// Prefetch hint: while it works, the kernel may prefetch (into L2) the 128-byte
-    /// blocks `pf + 128·i` for `i < pf_iters`, about one per k group; the driver points it
-    /// at this tile's share of the *next* panel, so the weights, which are streamed from
-    /// L3/DRAM once per call, arrive before they are needed. Only ever used as a
-    /// prefetch address (never dereferenced), so it may point anywhere.
+    /// Prefetch hint: while it works, the kernel should prefetch (into L2) the 128-byte
+    /// blocks `pf + 128·i` for `i < pf_iters`, spread over its k loop
+    /// ([`TileArgs::prefetch_cursor`]); the driver points it at this tile's share of the
+    /// *next* panel, so the weights, which are streamed from L3/DRAM once per call, arrive
+    /// before they are needed. Only ever used as a prefetch address (never dereferenced),
+    /// so it may point anywhere.
     pub pf: *const i8,
     /// Number of 128-byte blocks at `pf` (at least 1).
     pub pf_iters: usize,
+}
+
+impl<A> TileArgs<A> {
+    /// Hands out this tile's prefetch addresses (`2 · pf_iters` lines of 64 bytes) spread
+    /// evenly over `slots` calls of [`PrefetchCursor::next`] — the kernel's k loop times its
+    /// prefetches per iteration. A steady trickle keeps enough lines in flight without the
+    /// burst of issuing them all at the start, which overflows the L2 miss queue (measured
+    /// on the ViT's 72 GEMMs with cold weights: ~195 → ~230 GMAC/s for AVX-512 VNNI).
+    #[inline(always)]
+    pub fn prefetch_cursor(&self, slots: usize) -> PrefetchCursor {
+        PrefetchCursor {
+            base: self.pf,
+            pos: 0,
+            // 16.16 fixed point: lines per slot.
+            step: ((2 * self.pf_iters) << 16) / slots.max(1),
+        }
+    }
+}
+
+/// See [`TileArgs::prefetch_cursor`].
+pub(crate) struct PrefetchCursor {
+    base: *const i8,
+    pos: usize,
+    step: usize,
+}
+
+impl PrefetchCursor {
+    /// The next address to prefetch (a slot that lands on the previous slot's line only
+    /// costs a load slot). Never dereference it: it is a hint address only.
+    #[inline(always)]
+    pub fn next(&mut self) -> *const i8 {
+        let p = self.base.wrapping_add(64 * (self.pos >> 16));
+        self.pos += self.step;
+        p
+    }
 }
 
 /// The contract between the generic driver and one instruction set's micro-kernel.

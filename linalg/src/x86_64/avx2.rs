@@ -66,19 +66,16 @@ unsafe fn tile<const R: usize>(t: TileArgs<i16>) {
         a_stride,
         b,
         c,
-        pf,
-        pf_iters,
+        ..
     } = t;
     let mut acc = [[_mm256_setzero_si256(); NV]; R];
     let mut bp = b;
     let mut ap = a;
-    let pf_last = pf_iters - 1;
-    for i in 0..kp / 2 {
-        // One line of the next panel into L2 every second pair of k (this kernel eats 32
-        // bytes of B per pair, so that keeps ahead of it).
-        if i % 2 == 0 {
-            _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(64 * (i / 2).min(2 * pf_last + 1)));
-        }
+    let pairs = kp / 2;
+    // One prefetch slot per pair of k for this tile's share of the next panel.
+    let mut pfc = t.prefetch_cursor(pairs);
+    for _ in 0..pairs {
+        _mm_prefetch::<_MM_HINT_T1>(pfc.next());
         let mut bv = [_mm256_setzero_si256(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
             // 8 columns × (k, k+1) as i8 → i16.

@@ -76,18 +76,17 @@ unsafe fn tile<const R: usize>(t: TileArgs<u8>) {
         a_stride,
         b,
         c,
-        pf,
-        pf_iters,
+        ..
     } = t;
     let mut acc = [[_mm512_setzero_si512(); NV]; R];
     let mut bp = b;
     let mut ap = a;
-    let pf_last = pf_iters - 1;
-    for i in 0..kp / 4 {
-        // Two lines of the next panel into L2 per group (clamped: repeats are free).
-        let pfi = pf.wrapping_add(128 * i.min(pf_last));
-        _mm_prefetch::<_MM_HINT_T1>(pfi);
-        _mm_prefetch::<_MM_HINT_T1>(pfi.wrapping_add(64));
+    let groups = kp / 4;
+    // Two prefetch slots per group for this tile's share of the next panel.
+    let mut pfc = t.prefetch_cursor(2 * groups);
+    for _ in 0..groups {
+        _mm_prefetch::<_MM_HINT_T1>(pfc.next());
+        _mm_prefetch::<_MM_HINT_T1>(pfc.next());
         let mut bv = [_mm512_setzero_si512(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
             *bv = _mm512_loadu_si512(bp.add(64 * v).cast());
