@@ -10,7 +10,8 @@
 //! - `frame/`: the kernel contract (`I8Kernel`), the one generic driver (quantisation, tile
 //!   loop, edge tiles, epilogue, threading) and the one test suite every kernel runs;
 //! - `generic/`: the portable scalar twin, the reference the others are tested against;
-//! - `x86_64/`: AVX-512 VNNI (`vpdpbusd`) and AVX2 (`vpmaddwd`) micro-kernels;
+//! - `x86_64/`: AMX-INT8 (`tdpbssd` tiles), AVX-512 VNNI (`vpdpbusd`) and AVX2 (`vpmaddwd`)
+//!   micro-kernels;
 //! - `arm64/`: NEON (`smull`/`sadalp`, Cortex-A72 / Raspberry Pi 4) and NEON dotprod (`sdot`,
 //!   Cortex-A76 / Raspberry Pi 5) micro-kernels.
 #![warn(missing_docs)]
