@@ -383,6 +383,7 @@ fn open_engine(g: &Global) -> Result<Engine> {
             Some(default_cache_dir())
         },
         backend: g.backend.into(),
+        ..Default::default()
     };
     Ok(Engine::open(bundle, &options)?)
 }

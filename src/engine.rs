@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::bundle::{edgeclip_home, Bundle, BundleError, Precision, TokenizerSpec};
 use crate::cache::{CacheKey, EmbeddingCache};
 use crate::classify::{Classifier, LabelMatrix};
-use crate::encoder::{Backend, Embedding, EncoderError, ImageEncoder, TextEncoder};
+use crate::encoder::{Backend, Embedding, EncoderError, ImageEncoder, OrtOptions, TextEncoder};
 use crate::labels::LabelSet;
 use crate::preprocess::{self, PreprocessError, Preprocessor};
 use crate::tokenizer::{ClipBpe, HfTokenizer, Tokenizer, TokenizerError, Tokens};
@@ -46,8 +46,10 @@ pub struct EngineOptions {
     pub precision: Precision,
     /// Directory of the text-embedding cache; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// Image tower backend.
+    /// Image tower backend ([`Backend::Ort`] runs the text tower too).
     pub backend: Backend,
+    /// Settings of the onnxruntime backend.
+    pub ort: OrtOptions,
 }
 
 impl Default for EngineOptions {
@@ -56,6 +58,7 @@ impl Default for EngineOptions {
             precision: Precision::Fp32,
             cache_dir: Some(default_cache_dir()),
             backend: Backend::Auto,
+            ort: OrtOptions::default(),
         }
     }
 }

@@ -69,6 +69,7 @@ fn engine_on(s: &Setup, precision: Precision, backend: Backend) -> Engine {
             precision,
             cache_dir: None,
             backend,
+            ..Default::default()
         },
     )
     .expect("engine opens")

@@ -24,6 +24,7 @@ fn engine(bundle: &Bundle, precision: Precision) -> Engine {
             precision,
             cache_dir: None,
             backend: Backend::Native,
+            ..Default::default()
         },
     )
     .expect("engine opens");

@@ -152,6 +152,60 @@ pub enum Backend {
     Tract,
     /// The native ViT; an error when the graph is not one it recognises.
     Native,
+    /// onnxruntime, loaded at run time from the device's `libonnxruntime.so` (cargo feature
+    /// `ort`), for both towers, on the execution providers of [`OrtOptions`] (Jetson GPUs).
+    Ort,
+}
+
+/// An onnxruntime execution provider, tried in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrtProvider {
+    /// NVIDIA TensorRT (fp16 when [`OrtOptions::trt_fp16`]; engines cached on disk).
+    Tensorrt,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// onnxruntime's own CPU kernels.
+    Cpu,
+}
+
+impl std::fmt::Display for OrtProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OrtProvider::Tensorrt => "TensorRT",
+            OrtProvider::Cuda => "CUDA",
+            OrtProvider::Cpu => "CPU",
+        })
+    }
+}
+
+/// Settings of the [`Backend::Ort`] backend (plain data: also read from board profiles).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrtOptions {
+    /// `libonnxruntime.so` to load; `None`: `$ORT_DYLIB_PATH`, else the loader's search path.
+    pub dylib: Option<std::path::PathBuf>,
+    /// Execution providers in order of preference; the CPU takes what the others cannot.
+    pub providers: Vec<OrtProvider>,
+    /// Let TensorRT build fp16 engines.
+    pub trt_fp16: bool,
+    /// Where TensorRT engines are cached (the second start skips the engine build);
+    /// `None`: `$EDGECLIP_HOME/cache/tensorrt`.
+    pub trt_cache_dir: Option<std::path::PathBuf>,
+    /// A start on the CPU provider alone is an error instead of a logged fallback.
+    pub require_gpu: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            dylib: None,
+            providers: vec![OrtProvider::Tensorrt, OrtProvider::Cuda, OrtProvider::Cpu],
+            trt_fp16: true,
+            trt_cache_dir: None,
+            require_gpu: false,
+        }
+    }
 }
 
 impl std::fmt::Display for Backend {
@@ -160,6 +214,7 @@ impl std::fmt::Display for Backend {
             Backend::Auto => "auto",
             Backend::Tract => "tract",
             Backend::Native => "native",
+            Backend::Ort => "ort",
         })
     }
 }
@@ -327,6 +382,11 @@ impl ImageEncoder {
             message,
         };
         let native = match backend {
+            Backend::Ort => {
+                return Err(load_err(
+                    "the ort backend needs edgeclip built with the `ort` cargo feature".into(),
+                ))
+            }
             Backend::Tract => None,
             Backend::Auto | Backend::Native => match vit_onnx::load(&file.path, size) {
                 Ok(w) if w.embed_dim() == spec.embedding_dim => Some(w),

@@ -291,6 +291,7 @@ fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), Servic
         precision,
         cache_dir: None,
         backend: config.backend,
+        ..Default::default()
     };
     let engine = Engine::open(bundle.clone(), &options)?;
     Ok((engine, bundle, precision))
@@ -509,6 +510,7 @@ pub fn run(
             precision,
             cache_dir: config.cache.then(default_cache_dir),
             backend: config.backend,
+            ..Default::default()
         },
     )?;
     let labels_stop = Arc::new(AtomicBool::new(false));
