@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use edgeclip::board::{self, BoardProfile, Detected};
 use edgeclip::bundle::{Bundle, Precision, TokenizerSpec, DEFAULT_MODEL};
 use edgeclip::classify::Classifier;
 use edgeclip::encoder::{self, Backend};
@@ -69,9 +70,18 @@ pub struct Global {
     pub threads: Option<usize>,
     /// Image tower backend: native (CLIP ViT graphs, int8 kernels of edgeclip's own),
     /// tract (any graph), or auto: native when the graph is a CLIP ViT it recognises,
-    /// tract otherwise. The choice is logged.
-    #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
-    pub backend: BackendArg,
+    /// tract otherwise. The choice is logged. [default: the board profile's, else auto]
+    #[arg(long, global = true, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// Board profile: boards/NAME.toml (pi4, pi5, pi-zero-2w, pi-32bit, jetson-orin-nano,
+    /// x86-64), a path to a .toml, or `auto` to detect the board (`edgeclip boards` shows
+    /// what is detected). Sets threads, precision, backend and capture defaults under the
+    /// flags and the config file.
+    #[arg(long, global = true, env = "EDGECLIP_BOARD")]
+    pub board: Option<String>,
+    /// The profile `--board` resolved to (filled in before a one-shot command runs).
+    #[arg(skip)]
+    pub board_profile: BoardProfile,
     /// Do not read or write the text-embedding cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -224,6 +234,13 @@ pub enum Command {
     /// Watch cameras and streams; emit events when what they see changes (a service).
     #[command(long_about = crate::run_cmd::RUN_ABOUT, after_long_help = crate::run_cmd::RUN_AFTER)]
     Run(Box<crate::run_cmd::RunArgs>),
+    /// List the board profiles (boards/*.toml), what this machine is, and the profile
+    /// `--board auto` picks for it.
+    Boards {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a bundle holds, what was inferred, and check its files.
     Inspect {
         /// Bundle name or path (default: --model).
@@ -258,13 +275,18 @@ pub fn is_run(command: &Command) -> bool {
 }
 
 /// Runs a parsed command line; the exit code says whether anything was done.
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    let g = &cli.global;
+pub fn run(mut cli: Cli) -> Result<ExitCode> {
     match cli.command {
         // Threads may come from the config file or the board profile: run sets them.
-        Command::Run(ref args) => crate::run_cmd::run(g, args),
+        Command::Run(ref args) => crate::run_cmd::run(&cli.global, args),
+        Command::Boards { json } => boards(cli.global.board.as_deref(), json),
         command => {
-            encoder::set_threads(g.threads.unwrap_or_else(encoder::default_threads).max(1));
+            if let Some(name) = &cli.global.board {
+                cli.global.board_profile = board::resolve(name, None)?.1;
+            }
+            let g = &cli.global;
+            let threads = g.threads.or(g.board_profile.threads);
+            encoder::set_threads(threads.unwrap_or_else(encoder::default_threads).max(1));
             one_shot(g, command)
         }
     }
@@ -273,6 +295,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
     match command {
         Command::Run(ref args) => crate::run_cmd::run(g, args),
+        Command::Boards { json } => boards(g.board.as_deref(), json),
         Command::Bench {
             iterations,
             ref image,
@@ -366,9 +389,11 @@ fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
 
 fn open_engine(g: &Global) -> Result<Engine> {
     let bundle = Bundle::open(g.model())?;
+    let board = &g.board_profile;
     let precision = g
         .precision
         .map(Precision::from)
+        .or(board.precision)
         .unwrap_or_else(|| bundle.default_precision());
     log::info!(
         "model {} ({}), {precision} towers",
@@ -382,8 +407,12 @@ fn open_engine(g: &Global) -> Result<Engine> {
         } else {
             Some(default_cache_dir())
         },
-        backend: g.backend.into(),
-        ..Default::default()
+        backend: g
+            .backend
+            .map(Backend::from)
+            .or(board.backend)
+            .unwrap_or_default(),
+        ort: board.ort_options().unwrap_or_default(),
     };
     Ok(Engine::open(bundle, &options)?)
 }
@@ -563,6 +592,79 @@ fn eval(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `edgeclip boards`: the profiles, this machine, the pick.
+fn boards(asked: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let dirs = board::board_dirs(None);
+    let profiles = board::list_profiles(&dirs)?;
+    let seen = Detected::probe();
+    let picked = board::detect(&profiles, &seen);
+    let fmt_opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    if as_json {
+        let list: Vec<_> = profiles
+            .iter()
+            .map(|p| {
+                let b = &p.profile;
+                json!({
+                    "name": p.name, "path": p.path.display().to_string(),
+                    "description": b.description, "memory_mb": b.memory_mb,
+                    "threads": b.threads, "precision": b.precision.map(|x| x.to_string()),
+                    "backend": b.backend.map(|x| x.to_string()), "fps": b.fps,
+                    "capture": b.capture,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"profiles": list, "detected": seen, "auto": picked.map(|p| &p.name),
+                   "board": asked})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18} {:>7} {:>7} {:>6} {:>7} {:>5}  {:<18} description",
+        "profile", "memory", "threads", "prec", "backend", "fps", "capture"
+    );
+    for p in &profiles {
+        let b = &p.profile;
+        let c = &b.capture;
+        let capture = match (c.format, c.width, c.height, c.fps) {
+            (Some(f), Some(w), Some(h), Some(fps)) => format!("{f} {w}x{h}@{fps}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<18} {:>7} {:>7} {:>6} {:>7} {:>5}  {:<18} {}",
+            p.name,
+            fmt_opt(b.memory_mb.map(|m| format!("{m} MB"))),
+            fmt_opt(b.threads.map(|t| t.to_string())),
+            fmt_opt(b.precision.map(|x| x.to_string())),
+            fmt_opt(b.backend.map(|x| x.to_string())),
+            fmt_opt(b.fps.map(|x| x.to_string())),
+            capture,
+            b.description.as_deref().unwrap_or("")
+        );
+    }
+    println!("\nthis machine: {}", seen.summary());
+    match picked {
+        Some(p) => {
+            println!("--board auto: {} ({})", p.name, p.path.display());
+            if let (Some(need), Some(have)) = (p.profile.memory_mb, seen.memory_mb) {
+                if have < need {
+                    println!("warning: {have} MiB of memory here, the profile needs {need} MiB");
+                }
+            }
+        }
+        None => println!("--board auto: no profile matches; built-in defaults apply"),
+    }
+    println!(
+        "profiles are read from (first match wins): {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn inspect(model: &str) -> Result<ExitCode> {
     let bundle = Bundle::open(model)?;
     let s = &bundle.spec;
@@ -733,7 +835,7 @@ fn bench(
         engine.embed_text_uncached("a photo of the large coffee mug.")?;
         Ok(())
     })?;
-    let threads = g.threads.unwrap_or_else(encoder::default_threads);
+    let threads = encoder::threads();
     let fps = 1e3 / end_to_end_ms.p50;
     let rss = peak_rss_bytes();
     if as_json {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::bundle::{edgeclip_home, Precision, DEFAULT_MODEL};
-use crate::encoder::Backend;
+use crate::board::{self, BoardError};
+use crate::bundle::{Precision, DEFAULT_MODEL};
+use crate::encoder::{Backend, OrtOptions};
 use crate::events::{parse_consensus, EmitMode, EventPolicy};
 use crate::source::SourceOptions;
 
@@ -46,16 +47,9 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// `--board NAME` names no profile.
-    #[error("board '{name}': no such profile; looked in {searched}; available: {available}")]
-    UnknownBoard {
-        /// The name.
-        name: String,
-        /// Where it looked.
-        searched: String,
-        /// Profiles found.
-        available: String,
-    },
+    /// The board profile.
+    #[error(transparent)]
+    Board(#[from] BoardError),
 }
 
 /// Event-policy keys, in `[events]`, `[camera.events]` and on the command line; unset keys
@@ -159,23 +153,6 @@ pub struct ConfigFile {
     pub http: HttpSection,
 }
 
-/// A board profile: defaults for one kind of device.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BoardProfile {
-    /// What the board is.
-    pub description: Option<String>,
-    /// Threads for matrix products.
-    pub threads: Option<usize>,
-    /// Tower precision.
-    pub precision: Option<Precision>,
-    /// Inference rate cap per camera.
-    pub fps: Option<f32>,
-    /// Capture mode defaults for every camera.
-    #[serde(default)]
-    pub capture: SourceOptions,
-}
-
 /// What the command line says (every field optional: unset falls through to the file).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -186,8 +163,8 @@ pub struct Overrides {
     /// `--threads`.
     pub threads: Option<usize>,
     /// `--backend`.
-    pub backend: Backend,
-    /// `--board`.
+    pub backend: Option<Backend>,
+    /// `--board` (`auto` detects).
     pub board: Option<String>,
     /// `--labels`.
     pub labels: Option<PathBuf>,
@@ -245,8 +222,10 @@ pub struct RunConfig {
     pub precision: Option<Precision>,
     /// Threads (`None`: all cores).
     pub threads: Option<usize>,
-    /// Image tower backend.
+    /// Backend of the towers.
     pub backend: Backend,
+    /// Settings of the onnxruntime backend.
+    pub ort: OrtOptions,
     /// Board profile applied, if any.
     pub board: Option<String>,
     /// Label file.
@@ -277,64 +256,6 @@ fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError
 /// Reads and checks the syntax of a config file.
 pub fn read_config_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     read_toml(path)
-}
-
-/// Directories searched for `boards/NAME.toml`, first match wins.
-pub fn board_dirs(config_dir: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = config_dir {
-        dirs.push(d.join("boards"));
-    }
-    dirs.push(edgeclip_home().join("boards"));
-    if let Some(prefix) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
-    {
-        dirs.push(prefix.join("share/edgeclip/boards"));
-    }
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards"));
-    dirs
-}
-
-/// Loads a board profile by name (or by path to a `.toml`).
-pub fn load_board(name: &str, config_dir: Option<&Path>) -> Result<BoardProfile, ConfigError> {
-    if name.ends_with(".toml") {
-        return read_toml(Path::new(name));
-    }
-    let dirs = board_dirs(config_dir);
-    for d in &dirs {
-        let p = d.join(format!("{name}.toml"));
-        if p.is_file() {
-            return read_toml(&p);
-        }
-    }
-    let mut available: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| std::fs::read_dir(d).ok())
-        .flatten()
-        .filter_map(|e| {
-            let p = e.ok()?.path();
-            if p.extension()? != "toml" {
-                return None;
-            }
-            Some(p.file_stem()?.to_string_lossy().into_owned())
-        })
-        .collect();
-    available.sort();
-    available.dedup();
-    Err(ConfigError::UnknownBoard {
-        name: name.to_string(),
-        searched: dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        available: if available.is_empty() {
-            "none".into()
-        } else {
-            available.join(", ")
-        },
-    })
 }
 
 /// Capture options: `high`'s set fields over `low`'s.
@@ -449,10 +370,9 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         Some(d) if p.is_relative() => d.join(p),
         _ => p.to_path_buf(),
     };
-    let board_name = cli.board.clone().or_else(|| parsed.board.clone());
-    let board = match &board_name {
-        Some(name) => load_board(name, base_dir.as_deref())?,
-        None => BoardProfile::default(),
+    let (board_name, board) = match cli.board.as_ref().or(parsed.board.as_ref()) {
+        Some(name) => board::resolve(name, base_dir.as_deref())?,
+        None => (None, board::BoardProfile::default()),
     };
     let invalid = |message: String| ConfigError::Invalid {
         origin: origin.clone(),
@@ -574,7 +494,8 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
             .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
         precision: cli.precision.or(parsed.precision).or(board.precision),
         threads,
-        backend: cli.backend,
+        backend: cli.backend.or(board.backend).unwrap_or_default(),
+        ort: board.ort_options().unwrap_or_default(),
         board: board_name,
         labels,
         cameras,
@@ -737,21 +658,6 @@ roi = [0.0, 0.5, 1.0, 0.5]
             e.contains("no-such-board") && e.contains("available"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn shipped_board_profiles_parse() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.extension().is_some_and(|e| e == "toml") {
-                let b: BoardProfile = read_toml(&p).unwrap();
-                assert!(b.description.is_some(), "{}: no description", p.display());
-                n += 1;
-            }
-        }
-        assert!(n >= 3, "expected board profiles in {}", dir.display());
     }
 
     #[test]

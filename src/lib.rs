@@ -11,6 +11,7 @@
 //!
 //! [`bundle`] describes where a model lives and how to feed it.
 
+pub mod board;
 pub mod bundle;
 pub mod cache;
 pub mod classify;

@@ -62,10 +62,11 @@ ENDPOINT (--http, default 127.0.0.1:9464; --no-http)
   /snapshot.jpg?camera=NAME   the latest frame
 
 CONFIG FILE (--config edgeclip.toml; see examples/edgeclip.toml). Flags override it;
---board NAME applies boards/NAME.toml (threads, precision, capture mode) under it.
+--board NAME applies boards/NAME.toml (threads, precision, backend, capture mode) under it;
+--board auto picks the profile of the board it runs on (see `edgeclip boards`).
 
 EXAMPLES
-  edgeclip run --labels labels.txt --source /dev/video0 --board rpi4
+  edgeclip run --labels labels.txt --source /dev/video0 --board auto
   ffmpeg -re -i clip.mp4 -f mjpeg - | edgeclip run -l labels.txt --source - --emit every
   edgeclip run --config /etc/edgeclip/edgeclip.toml --check-config";
 
@@ -75,9 +76,6 @@ pub struct RunArgs {
     /// Configuration file (TOML); flags given here override it.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Board profile: boards/NAME.toml (rpi4, rpi5, jetson-orin-nano, x86-64) or a path.
-    #[arg(long)]
-    pub board: Option<String>,
     /// Label file (watched; edits apply live).
     #[arg(long, short = 'l')]
     pub labels: Option<PathBuf>,
@@ -174,8 +172,8 @@ fn overrides(g: &Global, a: &RunArgs) -> Result<Overrides> {
         model: g.model.clone(),
         precision: g.precision.map(Into::into),
         threads: g.threads,
-        backend: g.backend.into(),
-        board: a.board.clone(),
+        backend: g.backend.map(Into::into),
+        board: g.board.clone(),
         labels: a.labels.clone(),
         sources: a.sources.clone(),
         fps: a.fps,

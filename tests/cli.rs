@@ -393,3 +393,55 @@ fn bench_reports_percentiles_throughput_and_memory() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+#[test]
+fn boards_lists_profiles_and_board_profiles_apply() {
+    let home = tempfile::tempdir().unwrap();
+    let o = edgeclip(home.path(), &["boards", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let names: Vec<&str> = v["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for want in ["pi4", "pi5", "pi-zero-2w", "pi-32bit", "jetson-orin-nano", "x86-64"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+    assert_eq!(v["detected"]["arch"], std::env::consts::ARCH);
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(v["auto"], "x86-64", "{v}");
+    }
+
+    // A profile's settings reach the engine (the log names the precision and backend).
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("tractor.toml");
+    std::fs::write(
+        &profile,
+        "description = \"t\"\nthreads = 1\nprecision = \"int8\"\nbackend = \"tract\"\n",
+    )
+    .unwrap();
+    let o = edgeclip(
+        home.path(),
+        &[
+            "-v",
+            "--board",
+            profile.to_str().unwrap(),
+            "classify",
+            "--labels",
+            "examples/labels.txt",
+            "examples/images/rocket.jpg",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("int8, tract CPU, 1 thread(s)"), "{}", stderr(&o));
+
+    let o = edgeclip(home.path(), &["--board", "no-such-board", "classify", "-l", "x", "y"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no such profile") && stderr(&o).contains("pi5"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -142,8 +142,9 @@ fn kernel_isa() -> edgeclip_linalg::Isa {
     }
 }
 
-/// Which implementation runs the image tower.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which implementation runs the towers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// The native ViT when the graph is a CLIP ViT it recognises, tract otherwise.
     #[default]
@@ -388,6 +389,12 @@ impl ImageEncoder {
                 ))
             }
             Backend::Tract => None,
+            // Without SIMD int8 kernels (32-bit ARM, pre-AVX2 x86) the native path would run
+            // its scalar twin; tract's own SIMD kernels are faster there.
+            Backend::Auto if edgeclip_linalg::Isa::detect() == edgeclip_linalg::Isa::Scalar => {
+                log::info!("visual tower: native path not used (no SIMD int8 kernels on this CPU)");
+                None
+            }
             Backend::Auto | Backend::Native => match vit_onnx::load(&file.path, size) {
                 Ok(w) if w.embed_dim() == spec.embedding_dim => Some(w),
                 Ok(w) => {

@@ -291,6 +291,7 @@ fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), Servic
         precision,
         cache_dir: None,
         backend: config.backend,
+        ort: config.ort.clone(),
         ..Default::default()
     };
     let engine = Engine::open(bundle.clone(), &options)?;
