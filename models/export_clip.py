@@ -2,6 +2,7 @@
 """Export OpenAI CLIP ViT-B/32 (transformers CLIPModel) to an edgeclip model bundle.
 
     python export_clip.py --seed 0                       # seeded random weights (default)
+    python export_clip.py --config tiny                  # the tiny seeded test model (clip-tiny-seeded)
     python export_clip.py --checkpoint DIR --name NAME   # a Hugging Face CLIP directory
 
 Writes, under ${EDGECLIP_HOME:-~/.cache/edgeclip}:
@@ -37,18 +38,49 @@ def log(msg: str) -> None:
 # model
 # ----------------------------------------------------------------------------------------------
 
-def vit_b_32_config():
+# Seeded architectures. "vit-b-32" is OpenAI's ViT-B/32 exactly. "tiny" has the same graph
+# structure (Conv patch embedding, class token, pre-LN, QuickGELU, causal text transformer
+# pooled at EOT, projections) and the same input side, patch, vocabulary and context, so the
+# preprocessing, tokenizer and fixture pixels are those of the real model; only the widths and
+# depths shrink, so that the parity tests run quickly where matrix code is slow (aarch64 under
+# qemu user emulation). Head size 32 (not B/32's 64) also exercises the native ViT's head
+# geometry. Text width stays 64: the token table (49408 x width) is most of the model either
+# way, and equal widths keep the two towers' init alike.
+SEEDED_CONFIGS = {
+    "vit-b-32": {
+        "name": "clip-vit-b-32-seeded",
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "projection_dim": 512,
+    },
+    "tiny": {
+        "name": "clip-tiny-seeded",
+        "text": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2),
+        "vision": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2),
+        "projection_dim": 64,
+    },
+}
+
+
+def seeded_config(kind: str):
+    """transformers CLIPConfig for one of SEEDED_CONFIGS; everything but the sizes is B/32's."""
     from transformers import CLIPConfig
-    text = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, projection_dim=512,
-                num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77,
+    c = SEEDED_CONFIGS[kind]
+    text = dict(vocab_size=49408, projection_dim=c["projection_dim"], max_position_embeddings=C.CONTEXT_LENGTH,
                 hidden_act="quick_gelu", layer_norm_eps=1e-5, pad_token_id=1,
-                bos_token_id=C.SOT_ID, eos_token_id=C.EOT_ID)
-    vision = dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
-                  num_attention_heads=12, num_channels=3, image_size=224, patch_size=32,
-                  hidden_act="quick_gelu", layer_norm_eps=1e-5)
+                bos_token_id=C.SOT_ID, eos_token_id=C.EOT_ID, **c["text"])
+    vision = dict(projection_dim=c["projection_dim"], num_channels=3, image_size=C.IMAGE_SIZE, patch_size=32,
+                  hidden_act="quick_gelu", layer_norm_eps=1e-5, **c["vision"])
     # OpenAI initialises logit_scale to log(1/0.07) (transformers' default 2.6592 is that, rounded)
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=512,
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=c["projection_dim"],
                       logit_scale_init_value=math.log(1 / 0.07))
+
+
+def architecture_label(vc) -> str:
+    """The manifest's (informational) architecture: open_clip's name for ViT-B/32, else the sizes."""
+    if (vc.hidden_size, vc.num_hidden_layers, vc.num_attention_heads, vc.patch_size) == (768, 12, 12, 32):
+        return "ViT-B-32"
+    return f"ViT-w{vc.hidden_size}-l{vc.num_hidden_layers}-h{vc.num_attention_heads}-p{vc.patch_size}"
 
 
 def build_model(args):
@@ -59,7 +91,7 @@ def build_model(args):
                                           torch_dtype=torch.float32)
     else:
         torch.manual_seed(args.seed)
-        config = vit_b_32_config()
+        config = seeded_config(args.config)
         config._attn_implementation = "eager"
         model = CLIPModel(config)  # transformers' init; every weight tensor is redrawn below
         seeded_init(model, args.seed)
@@ -403,7 +435,8 @@ def toml_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
-def write_manifest(bundle: Path, name: str, description: str, logit_scale: float, fid: dict) -> None:
+def write_manifest(bundle: Path, name: str, description: str, architecture: str, embedding_dim: int,
+                   logit_scale: float, fid: dict) -> None:
     sha = {f: C.sha256_file(bundle / f) for f in
            ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")}
     weights = "per-channel symmetric int8 weights (MatMul; output projection kept fp32)"
@@ -411,9 +444,9 @@ def write_manifest(bundle: Path, name: str, description: str, logit_scale: float
               "textual": f"dynamic {weights}, uint8 activations"}
     text = f'''format = 1
 name = {toml_str(name)}
-architecture = "ViT-B-32"
+architecture = {toml_str(architecture)}
 description = {toml_str(description)}
-embedding_dim = 512
+embedding_dim = {embedding_dim}
 logit_scale = {logit_scale:.6f}     # exp(model.logit_scale), as float
 pooling = "eot"             # text pooling done inside the graph (first EOT 49407 == argmax of ids); informational
 
@@ -477,20 +510,33 @@ def main() -> int:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", type=Path, help="Hugging Face CLIP directory (config.json + weights)")
     src.add_argument("--seed", type=int, default=0, help="seed for random weights (default 0)")
-    ap.add_argument("--name", default=None, help="bundle name (default clip-vit-b-32-seeded)")
+    ap.add_argument("--config", choices=sorted(SEEDED_CONFIGS), default=None,
+                    help="architecture of the seeded model (default vit-b-32; tiny = the small test model)")
+    ap.add_argument("--name", default=None,
+                    help="bundle name (default clip-vit-b-32-seeded, or clip-tiny-seeded with --config tiny)")
     ap.add_argument("--description", default=None)
     ap.add_argument("--out-root", type=Path, default=None, help="default ${EDGECLIP_HOME:-~/.cache/edgeclip}")
     ap.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (0 = all)")
     args = ap.parse_args()
+    if args.checkpoint and args.config:
+        ap.error("--config chooses a seeded architecture; a --checkpoint brings its own")
+    args.config = args.config or "vit-b-32"
 
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.name or ("clip-vit-b-32-seeded" if not args.checkpoint else args.checkpoint.name)
-    description = args.description or (
-        f"OpenAI CLIP ViT-B/32 architecture with seeded random weights (seed {args.seed}): "
-        "proves the runtime, labels at random" if not args.checkpoint else
-        f"CLIP exported from checkpoint {args.checkpoint.name}")
+    name = args.name or (SEEDED_CONFIGS[args.config]["name"] if not args.checkpoint else args.checkpoint.name)
+    if args.checkpoint:
+        default_description = f"CLIP exported from checkpoint {args.checkpoint.name}"
+    elif args.config == "tiny":
+        default_description = (
+            f"tiny seeded test model, not for use: the CLIP ViT-B/32 graph structure shrunk to width 64, "
+            f"2 layers, 2 heads per tower, patch 32 at 224 px, embedding 64, seeded random weights "
+            f"(seed {args.seed}); for fast parity tests (e.g. under qemu), labels at random")
+    else:
+        default_description = (f"OpenAI CLIP ViT-B/32 architecture with seeded random weights (seed {args.seed}): "
+                               "proves the runtime, labels at random")
+    description = args.description or default_description
     root = args.out_root or C.edgeclip_home()
     bundle = root / name
     bundle.mkdir(parents=True, exist_ok=True)
@@ -500,8 +546,12 @@ def main() -> int:
     model = build_model(args)
     vc, tc = model.config.vision_config, model.config.text_config
     if args.checkpoint is None:
-        assert (vc.hidden_size, vc.num_hidden_layers, vc.num_attention_heads, vc.patch_size, vc.image_size) == (768, 12, 12, 32, 224)
-        assert (tc.hidden_size, tc.num_hidden_layers, tc.num_attention_heads, tc.vocab_size, tc.max_position_embeddings) == (512, 12, 8, 49408, 77)
+        want = SEEDED_CONFIGS[args.config]
+        for cfg, sizes in ((vc, want["vision"]), (tc, want["text"])):
+            assert all(getattr(cfg, k) == v for k, v in sizes.items()), (cfg, sizes)
+        assert (vc.patch_size, vc.image_size) == (32, C.IMAGE_SIZE)
+        assert (tc.vocab_size, tc.max_position_embeddings) == (49408, C.CONTEXT_LENGTH)
+    embedding_dim = model.config.projection_dim
     n_params = sum(p.numel() for p in model.parameters())
     logit_scale = float(model.logit_scale.exp())
     log(f"{n_params / 1e6:.2f} M parameters, logit_scale exp = {logit_scale:.6f}")
@@ -520,7 +570,7 @@ def main() -> int:
         out = C.ort_session(bundle / f, args.threads).run(None, {iname: x})[0]
         err = float(np.abs(out - ref).max())
         log(f"{f}: onnxruntime vs torch max|diff| = {err:.2e}; io = {io_signature(bundle / f)[:2]}")
-        assert out.shape == (1, 512) and np.all(np.isfinite(out)) and err < 1e-3 * max(1.0, float(np.abs(ref).max()))
+        assert out.shape == (1, embedding_dim) and np.all(np.isfinite(out)) and err < 1e-3 * max(1.0, float(np.abs(ref).max()))
 
     log("quantising (onnxruntime quantize_dynamic, MatMul only, per-channel symmetric int8; "
         "activations rewritten to symmetric int8 per row)")
@@ -545,11 +595,12 @@ def main() -> int:
     (bundle / "fidelity.json").write_text(json.dumps(fid, indent=2) + "\n")
     provenance = {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
                   "seed": None if args.checkpoint else args.seed,
+                  "config": None if args.checkpoint else args.config,
                   "init": None if args.checkpoint else {"rule": "OpenAI CLIP initialize_parameters (both towers)",
                                                        "qk_gain": QK_GAIN, "residual_gain": RESIDUAL_GAIN},
                   "torch": torch.__version__, "opset": 17, "exporter": "torch.onnx.export(dynamo=False)"}
     (bundle / "export.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    write_manifest(bundle, name, description, logit_scale, fid)
+    write_manifest(bundle, name, description, architecture_label(vc), embedding_dim, logit_scale, fid)
     log("writing -hf and -openclip layouts (hard links)")
     write_layouts(bundle, name, model)
     log(f"done: {bundle}")

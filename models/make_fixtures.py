@@ -8,13 +8,14 @@ datasets in ../shared/datasets (override with EDGECLIP_DATASETS), writes
 ${EDGECLIP_HOME:-~/.cache/edgeclip}/fixtures/<name>/:
 
     tokens.jsonl   {"text", "ids"[77]}: OpenAI clip.tokenize(text, 77, truncate=True)
-    images.jsonl   {"path", "width", "height", "mode", "fp32"[512], "int8"[512]} (L2-normalised)
+    images.jsonl   {"path", "width", "height", "mode", "fp32"[E], "int8"[E]} (L2-normalised; E = the
+                   manifest's embedding_dim: 512 for ViT-B/32, 64 for clip-tiny-seeded)
     pixels/        <i>.f32 (CHW float32 LE, 3*224*224) and <i>.rgb (HWC uint8 224*224*3 crop)
     pixels.jsonl   {"path", "file", "rgb", "mode", "exif_orientation"[, "fixture_file"]}
     exif/          chelsea.png re-stored with EXIF orientation 2/3/6/8 (PNG eXIf), listed in
                    pixels.jsonl with "fixture_file" (relative to the fixtures dir): decode THAT file;
                    its .f32/.rgb equal the upright photo's
-    texts.jsonl    {"text", "ids"[77], "fp32"[512], "int8"[512]} (L2-normalised)
+    texts.jsonl    {"text", "ids"[77], "fp32"[E], "int8"[E]} (L2-normalised)
     meta.json      versions, seed, fidelity, tokenizer.json agreement
 """
 from __future__ import annotations

@@ -5,6 +5,10 @@
 //! `clip.tokenize(truncate=True)`; the vocabulary is the bundle's
 //! `bpe_simple_vocab_16e6.txt.gz`. Both live under `$EDGECLIP_HOME`.
 //!
+//! The ids do not depend on the model: every seeded bundle's fixtures hold the same corpus,
+//! so this reads the bundle `EDGECLIP_PARITY_BUNDLE` names (default `clip-vit-b-32-seeded`;
+//! `clip-tiny-seeded` is enough where the big export is not prepared).
+//!
 //! For development against another corpus, point `EDGECLIP_TOKENS_JSONL`
 //! (and optionally `EDGECLIP_BPE_VOCAB`) at it; the same checks run.
 
@@ -15,7 +19,6 @@ use std::path::PathBuf;
 
 use edgeclip::tokenizer::{ClipBpe, Tokenizer};
 
-const BUNDLE: &str = "clip-vit-b-32-seeded";
 const VOCAB_FILE: &str = "bpe_simple_vocab_16e6.txt.gz";
 
 #[derive(serde::Deserialize)]
@@ -26,13 +29,14 @@ struct Line {
 
 /// Fixture and vocabulary paths, or `None` when the test should skip.
 fn inputs() -> Option<(PathBuf, PathBuf)> {
+    let bundle = common::parity_bundle();
     let vocab_override = std::env::var_os("EDGECLIP_BPE_VOCAB").map(PathBuf::from);
     if let Some(fixture) = std::env::var_os("EDGECLIP_TOKENS_JSONL").map(PathBuf::from) {
-        let vocab =
-            vocab_override.unwrap_or_else(|| common::edgeclip_home().join(BUNDLE).join(VOCAB_FILE));
+        let vocab = vocab_override
+            .unwrap_or_else(|| common::edgeclip_home().join(&bundle).join(VOCAB_FILE));
         return Some((fixture, vocab));
     }
-    let dir = common::fixture_dir(BUNDLE)?;
+    let dir = common::fixture_dir(&bundle)?;
     let fixture = common::require_path(
         &dir.join("tokens.jsonl"),
         "tokenizer fixture",
@@ -41,7 +45,7 @@ fn inputs() -> Option<(PathBuf, PathBuf)> {
     let vocab = match vocab_override {
         Some(v) => v,
         None => common::require_path(
-            &common::edgeclip_home().join(BUNDLE).join(VOCAB_FILE),
+            &common::edgeclip_home().join(&bundle).join(VOCAB_FILE),
             "CLIP BPE vocabulary",
             "run models/prepare to fetch it",
         )?,

@@ -473,8 +473,11 @@ fn extract(w: &Wiring, image_size: usize) -> Result<VitWeights, NotRecognised> {
     let mut quick_gelu = 0;
     let mut attn_scale = None;
     let mut head_dim = None;
-    let mut class_emb = None;
-    let mut pos_emb = None;
+    // Nodes that may hold the class embedding (Expand/Concat) or the position embedding
+    // (Gather/Add of a constant table); which constant is which is decided by shape once the
+    // Conv has given the width, so no size threshold assumes a wide model.
+    let mut class_sites = Vec::new();
+    let mut pos_sites = Vec::new();
     let mut class_pooled = false;
     for n in &w.g.node {
         match n.op_type.as_str() {
@@ -539,17 +542,13 @@ fn extract(w: &Wiring, image_size: usize) -> Result<VitWeights, NotRecognised> {
                 }
             }
         }
-        // Class embedding: the constant vector expanded/concatenated in front of the patches;
-        // position embedding: the constant table gathered or added to the tokens.
-        if matches!(n.op_type.as_str(), "Expand" | "Concat") && class_emb.is_none() {
-            if let Some(t) = n
-                .input
-                .iter()
-                .filter_map(|i| w.consts.get(i))
-                .find(|t| t.rank() == 1 && t.len() > 8 && t.datum_type() == f32::datum_type())
-            {
-                class_emb = Some(values::<f32>(&t)?);
-            }
+        if matches!(n.op_type.as_str(), "Expand" | "Concat") {
+            class_sites.push(n);
+        }
+        if matches!(n.op_type.as_str(), "Gather" | "Add")
+            && n.input.first().is_some_and(|i| w.consts.has(i))
+        {
+            pos_sites.push(n);
         }
         // The pooled output is the class token: a Gather of index 0 on the token axis.
         if n.op_type == "Gather" && n.input.first().is_some_and(|i| !w.consts.has(i)) {
@@ -567,29 +566,6 @@ fn extract(w: &Wiring, image_size: usize) -> Result<VitWeights, NotRecognised> {
                 return Err(nr("a Gather other than the class token"));
             }
             class_pooled = true;
-        }
-        if matches!(n.op_type.as_str(), "Gather" | "Add") && pos_emb.is_none() {
-            if let Some(t) = n
-                .input
-                .first()
-                .and_then(|i| w.consts.get(i))
-                .filter(|t| t.rank() >= 2 && t.len() > 1000)
-            {
-                if n.op_type == "Gather" {
-                    let ix = n
-                        .input
-                        .get(1)
-                        .and_then(|i| w.consts.get(i))
-                        .map(|t| values::<i64>(&t));
-                    let rows = t.shape()[0] as i64;
-                    if !matches!(ix, Some(Ok(ref v)) if v.iter().copied().eq(0..rows)) {
-                        return Err(nr(
-                            "position embedding gathered with indices other than 0..T",
-                        ));
-                    }
-                }
-                pos_emb = Some(values::<f32>(&t)?);
-            }
         }
     }
     if !class_pooled {
@@ -656,12 +632,35 @@ fn extract(w: &Wiring, image_size: usize) -> Result<VitWeights, NotRecognised> {
         )));
     }
     let tokens = 1 + (image_size / patch).pow(2);
-    let class_emb = class_emb
-        .filter(|c| c.len() == width)
-        .ok_or_else(|| nr("no class embedding"))?;
-    let pos_emb = pos_emb
-        .filter(|p| p.len() == tokens * width)
+    // Class embedding: the first constant vector of D values expanded/concatenated in front
+    // of the patches.
+    let class_emb = class_sites
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .filter_map(|i| w.consts.get(i))
+        .find(|t| t.rank() == 1 && t.len() == width && t.datum_type() == f32::datum_type())
+        .ok_or_else(|| nr("no class embedding of D values"))?;
+    let class_emb = values::<f32>(&class_emb)?;
+    // Position embedding: the first constant T×D table gathered or added to the tokens.
+    let (pos_site, pos_table) = pos_sites
+        .iter()
+        .filter_map(|n| Some((*n, w.consts.get(n.input.first()?)?)))
+        .find(|(_, t)| t.rank() >= 2 && t.len() == tokens * width)
         .ok_or_else(|| nr("no position embedding of T×D"))?;
+    if pos_site.op_type == "Gather" {
+        let ix = pos_site
+            .input
+            .get(1)
+            .and_then(|i| w.consts.get(i))
+            .map(|t| values::<i64>(&t));
+        let rows = pos_table.shape()[0] as i64;
+        if !matches!(ix, Some(Ok(ref v)) if v.iter().copied().eq(0..rows)) {
+            return Err(nr(
+                "position embedding gathered with indices other than 0..T",
+            ));
+        }
+    }
+    let pos_emb = values::<f32>(&pos_table)?;
     let mut norms = norms.into_iter();
     let mut linears = linears.into_iter();
     let mut take_norm = || norms.next().ok_or_else(|| nr("missing LayerNorm"));

@@ -71,6 +71,38 @@ pub fn require_path(path: &Path, what: &str, how_to_get: &str) -> Option<PathBuf
     None
 }
 
+/// Environment variable naming the seeded CLIP bundle the parity tests compare against.
+pub const PARITY_BUNDLE_ENV: &str = "EDGECLIP_PARITY_BUNDLE";
+
+/// Environment variable limiting how many fixture images and texts a parity test embeds.
+pub const PARITY_LIMIT_ENV: &str = "EDGECLIP_PARITY_LIMIT";
+
+/// The bundle whose fixtures the parity tests read: `$EDGECLIP_PARITY_BUNDLE`, by default
+/// `clip-vit-b-32-seeded`. `clip-tiny-seeded` (`models/prepare clip-tiny-seeded`) has the
+/// same graph structure, tokenizer and preprocessing at a fraction of the arithmetic, for
+/// machines where the full model is too slow (aarch64 under qemu).
+pub fn parity_bundle() -> String {
+    std::env::var(PARITY_BUNDLE_ENV)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "clip-vit-b-32-seeded".into())
+}
+
+/// `$EDGECLIP_PARITY_LIMIT` as a count (`None` when unset or empty: use everything).
+/// Anything but a positive integer is a mistake in the test setup, so it panics.
+pub fn parity_limit() -> Option<usize> {
+    let v = std::env::var(PARITY_LIMIT_ENV).ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("{PARITY_LIMIT_ENV}={v:?}: want a positive number of images and texts"),
+    }
+}
+
 /// `<edgeclip_home>/fixtures/<bundle>` when it exists (see [`require_path`]
 /// for what happens when it does not).
 pub fn fixture_dir(bundle: &str) -> Option<PathBuf> {
