@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::bundle::{edgeclip_home, Precision, DEFAULT_MODEL};
-use crate::encoder::Backend;
+use crate::encoder::{Backend, OrtOptions};
 use crate::events::{parse_consensus, EmitMode, EventPolicy};
 use crate::source::SourceOptions;
 
@@ -187,6 +187,8 @@ pub struct Overrides {
     pub threads: Option<usize>,
     /// `--backend`.
     pub backend: Backend,
+    /// `--require-gpu`, `--ort-dylib`, `--ort-providers`.
+    pub ort: OrtOptions,
     /// `--board`.
     pub board: Option<String>,
     /// `--labels`.
@@ -247,6 +249,8 @@ pub struct RunConfig {
     pub threads: Option<usize>,
     /// Image tower backend.
     pub backend: Backend,
+    /// Settings of the onnxruntime backend.
+    pub ort: OrtOptions,
     /// Board profile applied, if any.
     pub board: Option<String>,
     /// Label file.
@@ -575,6 +579,7 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         precision: cli.precision.or(parsed.precision).or(board.precision),
         threads,
         backend: cli.backend,
+        ort: cli.ort.clone(),
         board: board_name,
         labels,
         cameras,

@@ -175,6 +175,7 @@ fn overrides(g: &Global, a: &RunArgs) -> Result<Overrides> {
         precision: g.precision.map(Into::into),
         threads: g.threads,
         backend: g.backend.into(),
+        ort: g.ort_options(),
         board: a.board.clone(),
         labels: a.labels.clone(),
         sources: a.sources.clone(),
