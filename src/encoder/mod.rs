@@ -861,4 +861,75 @@ mod tests {
         assert!((a.cosine(&a) - 1.0).abs() < 1e-6);
         assert!(Embedding::mean(&[]).is_none());
     }
+
+    #[test]
+    fn provider_lists_parse() {
+        use OrtProvider::*;
+        assert_eq!(
+            OrtProvider::parse_list("tensorrt,cuda,cpu"),
+            Ok(vec![Tensorrt, Cuda, Cpu])
+        );
+        assert_eq!(OrtProvider::parse_list(" CUDA , cpu"), Ok(vec![Cuda, Cpu]));
+        assert_eq!(OrtProvider::parse_list("trt"), Ok(vec![Tensorrt]));
+        let dup = OrtProvider::parse_list("cuda,cpu,cuda").unwrap_err();
+        assert!(dup.contains("twice"), "{dup}");
+        let bad = OrtProvider::parse_list("cuda,rocm").unwrap_err();
+        assert!(bad.contains("'rocm'") && bad.contains("tensorrt, cuda or cpu"), "{bad}");
+        assert!(OrtProvider::parse_list("").is_err());
+        assert!(OrtProvider::parse_list("cuda,").is_err());
+        assert_eq!(OrtOptions::default().providers, vec![Tensorrt, Cuda, Cpu]);
+        assert!(Tensorrt.is_gpu() && Cuda.is_gpu() && !Cpu.is_gpu());
+        assert_eq!(format!("[{:<8}]", Cuda), "[CUDA    ]");
+    }
+
+    #[test]
+    fn backend_info_labels_and_cache_tags() {
+        let tract = BackendInfo::cpu(Backend::Tract);
+        assert_eq!(tract.to_string(), "tract (CPU)");
+        assert_eq!(tract.compute_tag(), None);
+        let ort_cpu = BackendInfo {
+            backend: Backend::Ort,
+            provider: OrtProvider::Cpu,
+            fp16: false,
+        };
+        // The CPU provider shares the CPU backends' cache.
+        assert_eq!(ort_cpu.compute_tag(), None);
+        let trt = BackendInfo {
+            backend: Backend::Ort,
+            provider: OrtProvider::Tensorrt,
+            fp16: true,
+        };
+        assert_eq!(trt.to_string(), "ort (TensorRT fp16)");
+        assert_eq!(trt.compute_tag().as_deref(), Some("TensorRT fp16"));
+        let cuda = BackendInfo {
+            provider: OrtProvider::Cuda,
+            fp16: false,
+            ..trt
+        };
+        assert_eq!(cuda.compute_tag().as_deref(), Some("CUDA"));
+    }
+
+    #[test]
+    fn feeds_are_assigned_alike_for_every_backend() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Feed::assign("visual", &names(&["pixel_values"]), None),
+            Ok(vec![Feed::Pixels])
+        );
+        assert!(Feed::assign("visual", &names(&["a", "b"]), None).is_err());
+        assert_eq!(
+            Feed::assign(
+                "textual",
+                &names(&["attention_mask", "input_ids", "token_type_ids"]),
+                Some("input_ids")
+            ),
+            Ok(vec![Feed::AttentionMask, Feed::TokenIds, Feed::TokenTypeIds])
+        );
+        assert_eq!(
+            Feed::assign("textual", &names(&["text"]), None),
+            Ok(vec![Feed::TokenIds])
+        );
+        let e = Feed::assign("textual", &names(&["input_ids", "position"]), None).unwrap_err();
+        assert!(e.contains("'position'"), "{e}");
+    }
 }
