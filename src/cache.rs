@@ -300,8 +300,12 @@ mod tests {
         let mut c = EmbeddingCache::open(dir.path(), gpu.clone());
         c.insert("a photo of a cat.", emb(1.0)).unwrap();
         drop(c);
-        assert!(EmbeddingCache::open(dir.path(), cpu).get("a photo of a cat.").is_none());
-        assert!(EmbeddingCache::open(dir.path(), gpu).get("a photo of a cat.").is_some());
+        assert!(EmbeddingCache::open(dir.path(), cpu)
+            .get("a photo of a cat.")
+            .is_none());
+        assert!(EmbeddingCache::open(dir.path(), gpu)
+            .get("a photo of a cat.")
+            .is_some());
     }
 
     fn emb(x: f32) -> Embedding {

@@ -129,7 +129,11 @@ impl Engine {
         // Only a cache needs to know ahead how the text tower will compute (for onnxruntime
         // that loads the library); without one, the tower says when it loads.
         let text_plan = match options.cache_dir {
-            Some(_) => encoder::planned_text_backend(options.backend, &options.ort)?,
+            Some(_) => encoder::planned_text_backend(
+                options.backend,
+                &options.ort,
+                &bundle.textual_file(options.precision)?.path,
+            )?,
             None => BackendInfo::cpu(Backend::Tract),
         };
         let cache = match &options.cache_dir {
@@ -207,7 +211,10 @@ impl Engine {
                 t.elapsed().as_secs_f64() * 1e3
             );
             let runs = text.info();
-            if let (Some(dir), true) = (&self.cache_dir, runs.compute_tag() != self.text_plan.compute_tag()) {
+            if let (Some(dir), true) = (
+                &self.cache_dir,
+                runs.compute_tag() != self.text_plan.compute_tag(),
+            ) {
                 // Planned on one provider, running on another (session creation failed on the
                 // first): new embeddings go where that provider's belong.
                 log::info!(

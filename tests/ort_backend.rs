@@ -142,7 +142,10 @@ fn ort_vs_tract(s: &Setup, precision: Precision) -> Cosines {
     let texts: Vec<TextRef> = spread(read_jsonl(&s.fixtures.join("texts.jsonl")), n);
     let mut ort = engine(&s.bundle, precision, Backend::Ort, &s.ort);
     let mut tract = engine(&s.bundle, precision, Backend::Tract, &s.ort);
-    let info = ort.load_image_tower().expect("ort image tower loads").info();
+    let info = ort
+        .load_image_tower()
+        .expect("ort image tower loads")
+        .info();
     assert_eq!(
         info,
         BackendInfo {
@@ -158,8 +161,8 @@ fn ort_vs_tract(s: &Setup, precision: Precision) -> Cosines {
     );
     let mut image_cos = Vec::new();
     for r in &images {
-        let bytes = std::fs::read(s.datasets.join(&r.path))
-            .unwrap_or_else(|e| panic!("{}: {e}", r.path));
+        let bytes =
+            std::fs::read(s.datasets.join(&r.path)).unwrap_or_else(|e| panic!("{}: {e}", r.path));
         let a = ort
             .embed_image_bytes(&bytes)
             .unwrap_or_else(|e| panic!("{}: {e}", r.path));
@@ -270,8 +273,8 @@ fn same_top1_as_tract_on_real_photos() {
     let Some(datasets) = common::shared_datasets() else {
         return;
     };
-    let bundle = Bundle::open_dir(&common::repo().join("models/edgeclip-demo"))
-        .expect("demo bundle opens");
+    let bundle =
+        Bundle::open_dir(&common::repo().join("models/edgeclip-demo")).expect("demo bundle opens");
     let precision = bundle.default_precision();
     let ort_opts = ort_options(&lib);
     let labels = LabelSet::from_names(
@@ -340,8 +343,8 @@ fn same_top1_as_tract_on_real_photos() {
 #[test]
 fn require_gpu_on_a_cpu_library_is_a_load_error() {
     let Some(lib) = dylib() else { return };
-    let bundle = Bundle::open_dir(&common::repo().join("models/edgeclip-demo"))
-        .expect("demo bundle opens");
+    let bundle =
+        Bundle::open_dir(&common::repo().join("models/edgeclip-demo")).expect("demo bundle opens");
     let ort = OrtOptions {
         require_gpu: true,
         ..ort_options(&lib)
@@ -355,7 +358,10 @@ fn require_gpu_on_a_cpu_library_is_a_load_error() {
     assert!(
         matches!(
             err,
-            EngineError::Encoder(EncoderError::GpuRequired { tower: "visual", .. })
+            EngineError::Encoder(EncoderError::GpuRequired {
+                tower: "visual",
+                ..
+            })
         ),
         "{text}"
     );
@@ -377,8 +383,8 @@ fn require_gpu_on_a_cpu_library_is_a_load_error() {
 /// to fix it; the tower is not silently run elsewhere.
 #[test]
 fn missing_library_is_a_clear_error() {
-    let bundle = Bundle::open_dir(&common::repo().join("models/edgeclip-demo"))
-        .expect("demo bundle opens");
+    let bundle =
+        Bundle::open_dir(&common::repo().join("models/edgeclip-demo")).expect("demo bundle opens");
     let ort = OrtOptions {
         dylib: Some(PathBuf::from("/nonexistent/onnxruntime/libonnxruntime.so")),
         ..OrtOptions::default()
@@ -427,8 +433,8 @@ fn missing_library_is_a_clear_error() {
 #[test]
 fn cpu_provider_shares_the_text_cache_with_tract() {
     let Some(lib) = dylib() else { return };
-    let bundle = Bundle::open_dir(&common::repo().join("models/edgeclip-demo"))
-        .expect("demo bundle opens");
+    let bundle =
+        Bundle::open_dir(&common::repo().join("models/edgeclip-demo")).expect("demo bundle opens");
     let dir = tempfile::tempdir().expect("tempdir");
     let open = |backend| {
         Engine::open(

@@ -332,17 +332,22 @@ impl std::fmt::Display for BackendInfo {
 /// is keyed by it and a warm cache never loads the tower. For onnxruntime this loads the
 /// library and registers the providers on a throwaway session (as the tower will);
 /// without the `ort` feature it is the load error the towers would give.
+/// `textual` is the text tower's file, for error messages.
 pub fn planned_text_backend(
     backend: Backend,
     ort_options: &OrtOptions,
+    textual: &Path,
 ) -> Result<BackendInfo, EncoderError> {
     match backend {
         #[cfg(feature = "ort")]
-        Backend::Ort => ort::probe(ort_options),
+        Backend::Ort => ort::probe(ort_options, textual),
         #[cfg(not(feature = "ort"))]
         Backend::Ort => {
             let _ = ort_options;
-            Err(ort_feature_missing("textual tower".into(), "textual"))
+            Err(ort_feature_missing(
+                textual.display().to_string(),
+                "textual",
+            ))
         }
         // The text tower runs on tract for every other backend.
         _ => Ok(BackendInfo::cpu(Backend::Tract)),
@@ -407,7 +412,9 @@ impl Feed {
         if tower == "visual" {
             return match names.len() {
                 1 => Ok(vec![Feed::Pixels]),
-                n => Err(format!("an image tower takes one input, this one takes {n}")),
+                n => Err(format!(
+                    "an image tower takes one input, this one takes {n}"
+                )),
             };
         }
         names
@@ -739,7 +746,10 @@ pub struct TextEncoder {
 }
 
 enum TextRunner {
-    Tract { graph: Graph, feeds: Vec<Feed> },
+    Tract {
+        graph: Graph,
+        feeds: Vec<Feed>,
+    },
     #[cfg(feature = "ort")]
     Ort(Box<ort::OrtTower>),
 }
@@ -874,7 +884,10 @@ mod tests {
         let dup = OrtProvider::parse_list("cuda,cpu,cuda").unwrap_err();
         assert!(dup.contains("twice"), "{dup}");
         let bad = OrtProvider::parse_list("cuda,rocm").unwrap_err();
-        assert!(bad.contains("'rocm'") && bad.contains("tensorrt, cuda or cpu"), "{bad}");
+        assert!(
+            bad.contains("'rocm'") && bad.contains("tensorrt, cuda or cpu"),
+            "{bad}"
+        );
         assert!(OrtProvider::parse_list("").is_err());
         assert!(OrtProvider::parse_list("cuda,").is_err());
         assert_eq!(OrtOptions::default().providers, vec![Tensorrt, Cuda, Cpu]);
@@ -923,7 +936,11 @@ mod tests {
                 &names(&["attention_mask", "input_ids", "token_type_ids"]),
                 Some("input_ids")
             ),
-            Ok(vec![Feed::AttentionMask, Feed::TokenIds, Feed::TokenTypeIds])
+            Ok(vec![
+                Feed::AttentionMask,
+                Feed::TokenIds,
+                Feed::TokenTypeIds
+            ])
         );
         assert_eq!(
             Feed::assign("textual", &names(&["text"]), None),

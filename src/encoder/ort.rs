@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ort::environment::Environment;
-use ort::ep::{ExecutionProvider, CPU, CUDA, TensorRT};
+use ort::ep::{ExecutionProvider, TensorRT, CPU, CUDA};
 use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
@@ -243,7 +243,9 @@ pub fn runtime(options: &OrtOptions) -> Result<Arc<OrtRuntime>, EncoderError> {
             return Err(lib_err(&path, "the library reports no version".into()));
         }
         // SAFETY: checked non-null above; onnxruntime returns a static C string.
-        unsafe { CStr::from_ptr(raw) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(raw) }
+            .to_string_lossy()
+            .into_owned()
     };
     match minor_version(&version) {
         Some(minor) if minor >= ort::MINOR_VERSION => {}
@@ -409,6 +411,34 @@ fn reasons(notes: &[(OrtProvider, String)]) -> String {
         .join("; ")
 }
 
+/// [`OrtOptions::require_gpu`]: an error naming why each GPU provider could not be used
+/// when none registered.
+fn check_gpu(
+    options: &OrtOptions,
+    registered: &[OrtProvider],
+    refused: &[(OrtProvider, String)],
+    tower: &'static str,
+    path: &Path,
+) -> Result<(), EncoderError> {
+    if !options.require_gpu || registered.iter().any(|p| p.is_gpu()) {
+        return Ok(());
+    }
+    let gpu: Vec<_> = refused
+        .iter()
+        .filter(|(p, _)| p.is_gpu())
+        .cloned()
+        .collect();
+    Err(EncoderError::GpuRequired {
+        path: path.display().to_string(),
+        tower,
+        providers: if gpu.is_empty() {
+            "no GPU provider (tensorrt, cuda) is in --ort-providers".into()
+        } else {
+            reasons(&gpu)
+        },
+    })
+}
+
 /// The [`BackendInfo`] of a tower whose preferred registered provider is `primary`.
 fn info_for(primary: OrtProvider, options: &OrtOptions) -> BackendInfo {
     BackendInfo {
@@ -421,14 +451,15 @@ fn info_for(primary: OrtProvider, options: &OrtOptions) -> BackendInfo {
 /// Which provider a tower would run on, without loading one: loads the library and
 /// registers the providers of `options` on a session that is never created (registration
 /// does not depend on the model). The text-embedding cache is keyed by it.
-pub fn probe(options: &OrtOptions) -> Result<BackendInfo, EncoderError> {
+pub fn probe(options: &OrtOptions, textual: &Path) -> Result<BackendInfo, EncoderError> {
     let rt = runtime(options)?;
-    let mut builder = new_builder(&rt, "textual", Path::new("(probe)"))?;
+    let mut builder = new_builder(&rt, "textual", textual)?;
     let reg = Registration::run(&mut builder, &rt, &options.providers, options, None);
+    check_gpu(options, &reg.registered, &reg.refused, "textual", textual)?;
     match reg.registered.first() {
         Some(&p) => Ok(info_for(p, options)),
         None => Err(EncoderError::Load {
-            path: rt.path.display().to_string(),
+            path: textual.display().to_string(),
             tower: "textual",
             message: format!(
                 "none of the execution providers asked for could be used: {}",
@@ -537,8 +568,13 @@ impl OrtTower {
         let mut dropped: Vec<(OrtProvider, String)> = Vec::new();
         let (session, reg) = loop {
             let mut builder = new_builder(&rt, tower, path)?;
-            let reg =
-                Registration::run(&mut builder, &rt, &candidates, options, trt_cache.as_deref());
+            let reg = Registration::run(
+                &mut builder,
+                &rt,
+                &candidates,
+                options,
+                trt_cache.as_deref(),
+            );
             let mut refused = dropped.clone();
             refused.extend(reg.refused.iter().cloned());
             let Some(&primary) = reg.registered.first() else {
@@ -547,18 +583,7 @@ impl OrtTower {
                     reasons(&refused)
                 )));
             };
-            if options.require_gpu && !reg.registered.iter().any(|p| p.is_gpu()) {
-                let gpu: Vec<_> = refused.into_iter().filter(|(p, _)| p.is_gpu()).collect();
-                return Err(EncoderError::GpuRequired {
-                    path: path.display().to_string(),
-                    tower,
-                    providers: if gpu.is_empty() {
-                        "no GPU provider (tensorrt, cuda) is in --ort-providers".into()
-                    } else {
-                        reasons(&gpu)
-                    },
-                });
-            }
+            check_gpu(options, &reg.registered, &refused, tower, path)?;
             if primary == OrtProvider::Tensorrt {
                 log::info!(
                     "{tower} tower: TensorRT builds its engines now unless cached (the first start can take minutes){}",
@@ -681,7 +706,10 @@ impl OrtTower {
         // A view: the pixels are not copied on the way in.
         let t = TensorRef::from_array_view(([1usize, 3, size, size], pixels))
             .map_err(|e| self.run_err(e))?;
-        self.run(vec![(Cow::Borrowed(self.inputs[0].0.as_str()), t.into())], dim)
+        self.run(
+            vec![(Cow::Borrowed(self.inputs[0].0.as_str()), t.into())],
+            dim,
+        )
     }
 
     /// Embeds token ids (length checked by the caller).
