@@ -172,8 +172,9 @@ pub fn runtime(options: &OrtOptions) -> Result<Arc<OrtRuntime>, EncoderError> {
         min_version: MIN_VERSION,
     };
     // A relative path means the working directory (`ort` alone would try the executable's
-    // directory first); a bare name is left to the loader's search path.
-    let wanted = if is_file_path(&wanted) {
+    // directory first), and so does a bare name of a file there (what someone typing it
+    // means); any other bare name is left to the loader's search path.
+    let wanted = if is_file_path(&wanted) || wanted.is_file() {
         std::path::absolute(&wanted).map_err(|e| lib_err(&wanted, e.to_string()))?
     } else {
         wanted
