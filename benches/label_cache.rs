@@ -32,6 +32,7 @@ fn warm_start(c: &mut Criterion) {
             .fingerprint()
             .to_string(),
         dim: bundle.spec.embedding_dim,
+        compute: None,
     };
     let mut cache = EmbeddingCache::open(dir.path(), key);
     let mut seed = 1u32;

@@ -43,14 +43,25 @@ pub struct CacheKey {
     pub tokenizer: String,
     /// Embedding length.
     pub dim: usize,
+    /// How the embeddings were computed when it was not in fp32 on the CPU (`TensorRT
+    /// fp16`, `CUDA`: [`crate::encoder::BackendInfo::compute_tag`]); `None` for the CPU.
+    /// GPU embeddings differ from CPU ones in the third decimal, so they get their own file
+    /// rather than being mixed with (or served to) CPU runs. The CPU backends (tract, native,
+    /// onnxruntime's CPU provider) agree to a cosine of 0.9999 and share one file, and the key
+    /// text is unchanged for them, so caches written before this field existed stay valid.
+    pub compute: Option<String>,
 }
 
 impl CacheKey {
     fn text(&self) -> String {
-        format!(
+        let mut text = format!(
             "model={} tokenizer={} dim={}",
             self.model_sha256, self.tokenizer, self.dim
-        )
+        );
+        if let Some(c) = &self.compute {
+            text.push_str(&format!(" compute={c}"));
+        }
+        text
     }
 
     fn file_name(&self) -> String {
@@ -270,7 +281,31 @@ mod tests {
             model_sha256: model.into(),
             tokenizer: "clip-bpe:abc".into(),
             dim: 3,
+            compute: None,
         }
+    }
+
+    #[test]
+    fn gpu_embeddings_get_their_own_file_and_cpu_keys_are_unchanged() {
+        let cpu = key("m1");
+        // The key text of CPU embeddings is what it was before `compute` existed, so an
+        // existing cache file keeps its name.
+        assert_eq!(cpu.text(), "model=m1 tokenizer=clip-bpe:abc dim=3");
+        let gpu = CacheKey {
+            compute: Some("TensorRT fp16".into()),
+            ..key("m1")
+        };
+        assert_ne!(cpu.file_name(), gpu.file_name());
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = EmbeddingCache::open(dir.path(), gpu.clone());
+        c.insert("a photo of a cat.", emb(1.0)).unwrap();
+        drop(c);
+        assert!(EmbeddingCache::open(dir.path(), cpu)
+            .get("a photo of a cat.")
+            .is_none());
+        assert!(EmbeddingCache::open(dir.path(), gpu)
+            .get("a photo of a cat.")
+            .is_some());
     }
 
     fn emb(x: f32) -> Embedding {

@@ -13,7 +13,7 @@ use serde_json::json;
 use edgeclip::board::{self, BoardProfile, Detected};
 use edgeclip::bundle::{Bundle, Precision, TokenizerSpec, DEFAULT_MODEL};
 use edgeclip::classify::Classifier;
-use edgeclip::encoder::{self, Backend};
+use edgeclip::encoder::{self, Backend, OrtOptions, OrtProvider};
 use edgeclip::engine::{default_cache_dir, Engine, EngineOptions};
 use edgeclip::eval::{read_label_map, Dataset, Selection, Tally};
 use edgeclip::labels::{LabelSet, TemplateSet};
@@ -70,7 +70,8 @@ pub struct Global {
     pub threads: Option<usize>,
     /// Image tower backend: native (CLIP ViT graphs, int8 kernels of edgeclip's own),
     /// tract (any graph), or auto: native when the graph is a CLIP ViT it recognises,
-    /// tract otherwise. The choice is logged. [default: the board profile's, else auto]
+    /// tract otherwise; ort runs both towers on onnxruntime (GPU offload on Jetson). The
+    /// choice is logged. [default: the board profile's, else auto]
     #[arg(long, global = true, value_enum)]
     pub backend: Option<BackendArg>,
     /// Board profile: boards/NAME.toml (pi4, pi5, pi-zero-2w, pi-32bit, jetson-orin-nano,
@@ -82,6 +83,18 @@ pub struct Global {
     /// The profile `--board` resolved to (filled in before a one-shot command runs).
     #[arg(skip)]
     pub board_profile: BoardProfile,
+    /// With --backend ort: fail at start instead of running on the CPU when no GPU
+    /// provider (TensorRT, CUDA) can be used.
+    #[arg(long, global = true)]
+    pub require_gpu: bool,
+    /// With --backend ort: the libonnxruntime.so to load [default: libonnxruntime.so on the
+    /// loader's search path].
+    #[arg(long, global = true, env = "ORT_DYLIB_PATH", value_name = "PATH")]
+    pub ort_dylib: Option<PathBuf>,
+    /// With --backend ort: execution providers in order of preference, comma-separated
+    /// (tensorrt, cuda, cpu) [default: tensorrt,cuda,cpu].
+    #[arg(long, global = true, value_name = "LIST", value_parser = parse_providers)]
+    pub ort_providers: Option<ProviderList>,
     /// Do not read or write the text-embedding cache.
     #[arg(long, global = true)]
     pub no_cache: bool,
@@ -95,6 +108,23 @@ impl Global {
     pub fn model(&self) -> &str {
         self.model.as_deref().unwrap_or(DEFAULT_MODEL)
     }
+
+    /// The onnxruntime settings of `--require-gpu`, `--ort-dylib`, `--ort-providers`.
+    pub fn ort_options(&self, board: Option<OrtOptions>) -> OrtOptions {
+        board.unwrap_or_default().with_overrides(
+            self.ort_dylib.clone(),
+            self.ort_providers.as_ref().map(|p| p.0.clone()),
+            self.require_gpu,
+        )
+    }
+}
+
+/// `--ort-providers` values: a list in order of preference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderList(pub Vec<OrtProvider>);
+
+fn parse_providers(text: &str) -> Result<ProviderList, String> {
+    OrtProvider::parse_list(text).map(ProviderList)
 }
 
 /// `--backend` values.
@@ -106,6 +136,9 @@ pub enum BackendArg {
     Tract,
     /// Native ViT (an error for other graphs).
     Native,
+    /// onnxruntime loaded at run time, both towers (Jetson GPUs: TensorRT, CUDA); needs
+    /// edgeclip built with the `ort` cargo feature.
+    Ort,
 }
 
 impl From<BackendArg> for Backend {
@@ -114,6 +147,7 @@ impl From<BackendArg> for Backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Tract => Backend::Tract,
             BackendArg::Native => Backend::Native,
+            BackendArg::Ort => Backend::Ort,
         }
     }
 }
@@ -241,10 +275,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what a bundle holds, what was inferred, and check its files.
+    /// Show what a bundle holds, what was inferred, and check its files; with --providers
+    /// (or --backend ort), also the onnxruntime library: version and execution providers.
     Inspect {
         /// Bundle name or path (default: --model).
         model: Option<String>,
+        /// Load onnxruntime (--ort-dylib) and list its execution providers and which of
+        /// --ort-providers register.
+        #[arg(long)]
+        providers: bool,
     },
 }
 
@@ -302,7 +341,16 @@ fn one_shot(g: &Global, command: Command) -> Result<ExitCode> {
             ref labels,
             json,
         } => bench(g, iterations.max(1), image, labels.as_deref(), json),
-        Command::Inspect { model } => inspect(model.as_deref().unwrap_or(g.model())),
+        Command::Inspect { model, providers } => {
+            let code = inspect(model.as_deref().unwrap_or(g.model()))?;
+            if providers
+                || matches!(g.backend, Some(BackendArg::Ort))
+                || g.board_profile.backend == Some(Backend::Ort)
+            {
+                inspect_onnxruntime(g)?;
+            }
+            Ok(code)
+        }
         Command::Tokenize { texts } => {
             let engine = open_engine(g)?;
             let mut out = std::io::stdout().lock();
@@ -412,7 +460,7 @@ fn open_engine(g: &Global) -> Result<Engine> {
             .map(Backend::from)
             .or(board.backend)
             .unwrap_or_default(),
-        ort: board.ort_options().unwrap_or_default(),
+        ort: g.ort_options(board.ort_options()),
     };
     Ok(Engine::open(bundle, &options)?)
 }
@@ -736,6 +784,31 @@ fn inspect(model: &str) -> Result<ExitCode> {
     })
 }
 
+/// The onnxruntime part of `inspect`: the library, its providers, which of ours register.
+#[cfg(feature = "ort")]
+fn inspect_onnxruntime(g: &Global) -> Result<()> {
+    let options = g.ort_options(g.board_profile.ort_options());
+    let r = encoder::ort::library_report(&options)?;
+    println!("onnxruntime   {} ({})", r.version, r.path.display());
+    println!("providers     {}", r.available.join(", "));
+    for (p, outcome) in &r.registration {
+        match outcome {
+            Ok(()) => println!("  {p:<10}  registers"),
+            Err(why) => println!("  {p:<10}  cannot be used: {why}"),
+        }
+    }
+    match r.registration.iter().find(|(_, o)| o.is_ok()) {
+        Some((p, _)) => println!("towers would run on {p}"),
+        None => println!("towers cannot run: no provider of --ort-providers registers"),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "ort"))]
+fn inspect_onnxruntime(_: &Global) -> Result<()> {
+    bail!("listing onnxruntime's providers needs edgeclip built with the `ort` cargo feature (cargo build --release --features ort)")
+}
+
 /// min / median / p90 of `n` timed runs of `f` after 3 warm-up runs, in milliseconds.
 /// Latency percentiles of repeated runs, in milliseconds.
 #[derive(Debug, serde::Serialize)]
@@ -811,7 +884,7 @@ fn bench(
     let mut engine = open_engine(g)?;
     let load = Instant::now();
     let tower = engine.load_image_tower()?;
-    let (len, backend) = (tower.input_len(), tower.backend());
+    let (len, backend) = (tower.input_len(), tower.info());
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     let classifier = build_classifier(&mut engine, &labels)?;
     let first = engine.embed_image_bytes(&bytes)?;
@@ -835,6 +908,10 @@ fn bench(
         engine.embed_text_uncached("a photo of the large coffee mug.")?;
         Ok(())
     })?;
+    let text_backend = engine
+        .text_backend()
+        .map(|b| b.to_string())
+        .unwrap_or_default();
     let threads = encoder::threads();
     let fps = 1e3 / end_to_end_ms.p50;
     let rss = peak_rss_bytes();
@@ -842,7 +919,8 @@ fn bench(
         println!(
             "{}",
             json!({
-                "model": engine.bundle().spec.name, "precision": engine.precision().to_string(), "threads": threads, "backend": backend.to_string(),
+                "model": engine.bundle().spec.name, "precision": engine.precision().to_string(), "threads": threads, "backend": backend.backend.to_string(),
+                "provider": backend.provider_label(), "text_backend": text_backend,
                 "cold_start_ms": cold_start_ms, "labels": labels.labels.len(),
                 "image_tower_load_ms": load_ms, "image_ms": image_ms, "text_ms": text_ms,
                 "end_to_end_ms": end_to_end_ms, "end_to_end_image": image.display().to_string(),
@@ -852,7 +930,7 @@ fn bench(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "model {}, {} towers, image tower on {backend}, {threads} thread(s); {iterations} timed runs after 3 warm-up runs",
+        "model {}, {} towers, image tower on {backend}, text tower on {text_backend}, {threads} thread(s); {iterations} timed runs after 3 warm-up runs",
         engine.bundle().spec.name,
         engine.precision()
     );

@@ -164,6 +164,12 @@ pub struct Overrides {
     pub threads: Option<usize>,
     /// `--backend`.
     pub backend: Option<Backend>,
+    /// `--ort-dylib`, over the board's `[ort]`.
+    pub ort_dylib: Option<PathBuf>,
+    /// `--ort-providers`, over the board's `[ort]`.
+    pub ort_providers: Option<Vec<crate::encoder::OrtProvider>>,
+    /// `--require-gpu`.
+    pub require_gpu: bool,
     /// `--board` (`auto` detects).
     pub board: Option<String>,
     /// `--labels`.
@@ -495,7 +501,11 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         precision: cli.precision.or(parsed.precision).or(board.precision),
         threads,
         backend: cli.backend.or(board.backend).unwrap_or_default(),
-        ort: board.ort_options().unwrap_or_default(),
+        ort: board.ort_options().unwrap_or_default().with_overrides(
+            cli.ort_dylib.clone(),
+            cli.ort_providers.clone(),
+            cli.require_gpu,
+        ),
         board: board_name,
         labels,
         cameras,

@@ -9,7 +9,9 @@ use std::time::Instant;
 use crate::bundle::{edgeclip_home, Bundle, BundleError, Precision, TokenizerSpec};
 use crate::cache::{CacheKey, EmbeddingCache};
 use crate::classify::{Classifier, LabelMatrix};
-use crate::encoder::{Backend, Embedding, EncoderError, ImageEncoder, OrtOptions, TextEncoder};
+use crate::encoder::{
+    self, Backend, BackendInfo, Embedding, EncoderError, ImageEncoder, OrtOptions, TextEncoder,
+};
 use crate::labels::LabelSet;
 use crate::preprocess::{self, PreprocessError, Preprocessor};
 use crate::tokenizer::{ClipBpe, HfTokenizer, Tokenizer, TokenizerError, Tokens};
@@ -91,6 +93,12 @@ pub struct Engine {
     bundle: Bundle,
     precision: Precision,
     backend: Backend,
+    ort: OrtOptions,
+    /// Where the text cache lives (it is reopened under another key if the text tower turns
+    /// out to compute differently from what was planned).
+    cache_dir: Option<PathBuf>,
+    /// How the text tower computes, as the cache key records it.
+    text_plan: BackendInfo,
     tokenizer: Box<dyn Tokenizer>,
     text: Option<TextEncoder>,
     image: Option<ImageEncoder>,
@@ -118,22 +126,31 @@ impl Engine {
     /// Opens the tokenizer and the cache; towers load on first use.
     pub fn open(bundle: Bundle, options: &EngineOptions) -> Result<Engine, EngineError> {
         let tokenizer = load_tokenizer(&bundle.spec.tokenizer)?;
+        // Only a cache needs to know ahead how the text tower will compute (for onnxruntime
+        // that loads the library); without one, the tower says when it loads.
+        let text_plan = match options.cache_dir {
+            Some(_) => encoder::planned_text_backend(
+                options.backend,
+                &options.ort,
+                &bundle.textual_file(options.precision)?.path,
+            )?,
+            None => BackendInfo::cpu(Backend::Tract),
+        };
         let cache = match &options.cache_dir {
             None => None,
-            Some(dir) => {
-                let key = CacheKey {
-                    model_sha256: bundle.textual_digest(options.precision)?,
-                    tokenizer: tokenizer.fingerprint().to_string(),
-                    dim: bundle.spec.embedding_dim,
-                };
-                Some(EmbeddingCache::open(dir, key))
-            }
+            Some(dir) => Some(EmbeddingCache::open(
+                dir,
+                cache_key(&bundle, options.precision, tokenizer.as_ref(), &text_plan)?,
+            )),
         };
         let preprocessor = Preprocessor::new(bundle.spec.preprocess.clone());
         Ok(Engine {
             bundle,
             precision: options.precision,
             backend: options.backend,
+            ort: options.ort.clone(),
+            cache_dir: options.cache_dir.clone(),
+            text_plan,
             tokenizer,
             text: None,
             image: None,
@@ -162,10 +179,11 @@ impl Engine {
     pub fn load_image_tower(&mut self) -> Result<&ImageEncoder, EngineError> {
         if self.image.is_none() {
             let t = Instant::now();
-            self.image = Some(ImageEncoder::load(
+            self.image = Some(ImageEncoder::load_with(
                 &self.bundle,
                 self.precision,
                 self.backend,
+                &self.ort,
             )?);
             log::debug!(
                 "image tower ready in {:.0} ms",
@@ -186,15 +204,37 @@ impl Engine {
         if self.text.is_none() {
             let t = Instant::now();
             let n = self.tokenizer.context_length();
-            self.text = Some(TextEncoder::load(&self.bundle, self.precision, n)?);
+            let text =
+                TextEncoder::load_with(&self.bundle, self.precision, n, self.backend, &self.ort)?;
             log::debug!(
                 "text tower ready in {:.0} ms",
                 t.elapsed().as_secs_f64() * 1e3
             );
+            let runs = text.info();
+            if let (Some(dir), true) = (
+                &self.cache_dir,
+                runs.compute_tag() != self.text_plan.compute_tag(),
+            ) {
+                // Planned on one provider, running on another (session creation failed on the
+                // first): new embeddings go where that provider's belong.
+                log::info!(
+                    "text tower runs on {runs}, not {}: text cache switched to match",
+                    self.text_plan
+                );
+                let key = cache_key(&self.bundle, self.precision, self.tokenizer.as_ref(), &runs)?;
+                self.cache = Some(EmbeddingCache::open(dir, key));
+                self.text_plan = runs;
+            }
+            self.text = Some(text);
         }
         self.text
             .as_ref()
             .ok_or_else(|| unreachable_tower("textual"))
+    }
+
+    /// What runs the text tower, once it is loaded.
+    pub fn text_backend(&self) -> Option<BackendInfo> {
+        self.text.as_ref().map(TextEncoder::info)
     }
 
     /// Embeds one text through the text tower, bypassing the cache.
@@ -300,6 +340,21 @@ impl Engine {
     pub fn embed_pixels(&mut self, pixels: &[f32]) -> Result<Embedding, EngineError> {
         Ok(self.load_image_tower()?.encode(pixels)?)
     }
+}
+
+/// The text cache key for `bundle` at `precision` computed as `text` says.
+fn cache_key(
+    bundle: &Bundle,
+    precision: Precision,
+    tokenizer: &dyn Tokenizer,
+    text: &BackendInfo,
+) -> Result<CacheKey, EngineError> {
+    Ok(CacheKey {
+        model_sha256: bundle.textual_digest(precision)?,
+        tokenizer: tokenizer.fingerprint().to_string(),
+        dim: bundle.spec.embedding_dim,
+        compute: text.compute_tag(),
+    })
 }
 
 /// Only reachable if a tower slot is emptied between load and use, which nothing does;

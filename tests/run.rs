@@ -192,9 +192,18 @@ fn stdin_mjpeg_gives_events_and_label_edits_apply_live() {
     let health: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(health["labels"]["version"], 1, "{health}");
     assert_eq!(health["cameras"][0]["name"], "stdin");
+    // The demo bundle's image tower (EfficientNet) is not a ViT: tract, on the CPU.
+    assert_eq!(health["towers"]["visual"]["backend"], "tract", "{health}");
+    assert_eq!(health["towers"]["visual"]["provider"], "CPU", "{health}");
     let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, 200);
     let metrics = String::from_utf8(body).unwrap();
+    assert!(
+        metrics.contains(
+            "edgeclip_backend_info{tower=\"visual\",backend=\"tract\",provider=\"CPU\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("edgeclip_frames_captured_total{camera=\"stdin\"}"),
         "{metrics}"

@@ -7,12 +7,18 @@
 //!   with int8 kernels of our own ([`edgeclip_linalg`]); it is chosen automatically when
 //!   the graph is recognised ([`Backend::Auto`]) and tested against tract.
 //!
-//! Which one runs is always logged.
+//! and, with the cargo feature `ort`, onnxruntime loaded at run time ([`Backend::Ort`], module
+//! `ort`): both towers on the device's execution providers (TensorRT, CUDA on Jetson boards).
+//!
+//! Which one runs is always logged, and [`BackendInfo`] says so to `/healthz`, `/metrics` and
+//! `bench`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 
+#[cfg(feature = "ort")]
+pub mod ort;
 pub mod vit;
 mod vit_math;
 pub mod vit_onnx;
@@ -53,6 +59,35 @@ pub enum EncoderError {
         tower: &'static str,
         /// What was wrong with it.
         what: String,
+    },
+    /// The onnxruntime shared library could not be loaded ([`Backend::Ort`]).
+    #[error(
+        "cannot load onnxruntime from {path} ({origin}): {message}. Install onnxruntime \
+         (on Jetson: JetPack's onnxruntime-gpu, version {min_version} or newer) or point to its \
+         libonnxruntime.so with --ort-dylib PATH or ORT_DYLIB_PATH"
+    )]
+    OrtLibrary {
+        /// The library path or name that was tried.
+        path: String,
+        /// Where that path came from (`--ort-dylib`, `ORT_DYLIB_PATH`, the default name).
+        origin: &'static str,
+        /// What went wrong (the loader's message, or the version found).
+        message: String,
+        /// Oldest onnxruntime release edgeclip works with.
+        min_version: &'static str,
+    },
+    /// A GPU was required ([`OrtOptions::require_gpu`]) and no GPU provider could be used.
+    #[error(
+        "{path}: the {tower} tower would run on the CPU, but a GPU is required (--require-gpu); \
+         {providers}"
+    )]
+    GpuRequired {
+        /// The ONNX file.
+        path: String,
+        /// `visual` or `textual`.
+        tower: &'static str,
+        /// Why each GPU provider could not be used (`TensorRT: …; CUDA: …`).
+        providers: String,
     },
 }
 
@@ -172,7 +207,8 @@ pub enum OrtProvider {
 
 impl std::fmt::Display for OrtProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, not `write_str`: tables align on it (`{p:<10}`).
+        f.pad(match self {
             OrtProvider::Tensorrt => "TensorRT",
             OrtProvider::Cuda => "CUDA",
             OrtProvider::Cpu => "CPU",
@@ -197,6 +233,24 @@ pub struct OrtOptions {
     pub require_gpu: bool,
 }
 
+impl OrtOptions {
+    /// These settings (a board profile's, or the defaults) with the command line's over them:
+    /// a library path or a provider list replaces this one's; `require_gpu` only adds.
+    pub fn with_overrides(
+        self,
+        dylib: Option<std::path::PathBuf>,
+        providers: Option<Vec<OrtProvider>>,
+        require_gpu: bool,
+    ) -> OrtOptions {
+        OrtOptions {
+            dylib: dylib.or(self.dylib),
+            providers: providers.unwrap_or(self.providers),
+            require_gpu: require_gpu || self.require_gpu,
+            ..self
+        }
+    }
+}
+
 impl Default for OrtOptions {
     fn default() -> Self {
         OrtOptions {
@@ -206,6 +260,128 @@ impl Default for OrtOptions {
             trt_cache_dir: None,
             require_gpu: false,
         }
+    }
+}
+
+impl OrtProvider {
+    /// Whether the provider runs on a GPU.
+    pub fn is_gpu(self) -> bool {
+        matches!(self, OrtProvider::Tensorrt | OrtProvider::Cuda)
+    }
+
+    /// Parses a comma-separated list (`tensorrt,cuda,cpu`): at least one, none twice.
+    pub fn parse_list(text: &str) -> Result<Vec<OrtProvider>, String> {
+        let mut list = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let p: OrtProvider = item.parse()?;
+            if list.contains(&p) {
+                return Err(format!("'{text}': {item} is listed twice"));
+            }
+            list.push(p);
+        }
+        Ok(list)
+    }
+}
+
+impl std::str::FromStr for OrtProvider {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tensorrt" | "trt" => Ok(OrtProvider::Tensorrt),
+            "cuda" => Ok(OrtProvider::Cuda),
+            "cpu" => Ok(OrtProvider::Cpu),
+            "" => Err("an empty execution provider name (expected tensorrt, cuda or cpu)".into()),
+            other => Err(format!(
+                "unknown execution provider '{other}' (expected tensorrt, cuda or cpu)"
+            )),
+        }
+    }
+}
+
+/// What runs a tower: the backend and the device it computes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// tract, native or ort.
+    pub backend: Backend,
+    /// `CPU` for tract and the native ViT; for onnxruntime the first execution provider
+    /// that registered (it takes every node it supports; the rest fall to later ones).
+    pub provider: OrtProvider,
+    /// TensorRT builds fp16 engines.
+    pub fp16: bool,
+}
+
+impl BackendInfo {
+    /// A backend that runs on the CPU in fp32 (tract, native).
+    pub fn cpu(backend: Backend) -> BackendInfo {
+        BackendInfo {
+            backend,
+            provider: OrtProvider::Cpu,
+            fp16: false,
+        }
+    }
+
+    /// The provider as shown in logs and metrics: `CPU`, `CUDA`, `TensorRT`, `TensorRT fp16`.
+    pub fn provider_label(&self) -> String {
+        if self.fp16 {
+            format!("{} fp16", self.provider)
+        } else {
+            self.provider.to_string()
+        }
+    }
+
+    /// What the text-embedding cache key records about how embeddings were computed:
+    /// `None` for the CPU (tract, the native path and onnxruntime's CPU provider all compute
+    /// in fp32 and agree to a cosine of 0.9999, so their embeddings are interchangeable and an
+    /// existing cache stays valid when the backend changes); the provider for a GPU, whose
+    /// fp16 (TensorRT) or TF32 (CUDA on Ampere, the default there) arithmetic gives
+    /// embeddings that differ in the third decimal, which must not be mixed with CPU ones.
+    pub fn compute_tag(&self) -> Option<String> {
+        self.provider.is_gpu().then(|| self.provider_label())
+    }
+}
+
+impl std::fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.backend, self.provider_label())
+    }
+}
+
+/// How the text tower of `backend` will compute, known before it loads: the embedding cache
+/// is keyed by it and a warm cache never loads the tower. For onnxruntime this loads the
+/// library and registers the providers on a throwaway session (as the tower will);
+/// without the `ort` feature it is the load error the towers would give.
+/// `textual` is the text tower's file, for error messages.
+pub fn planned_text_backend(
+    backend: Backend,
+    ort_options: &OrtOptions,
+    textual: &Path,
+) -> Result<BackendInfo, EncoderError> {
+    match backend {
+        #[cfg(feature = "ort")]
+        Backend::Ort => ort::probe(ort_options, textual),
+        #[cfg(not(feature = "ort"))]
+        Backend::Ort => {
+            let _ = ort_options;
+            Err(ort_feature_missing(
+                textual.display().to_string(),
+                "textual",
+            ))
+        }
+        // The text tower runs on tract for every other backend.
+        _ => Ok(BackendInfo::cpu(Backend::Tract)),
+    }
+}
+
+/// The error of [`Backend::Ort`] in a build without the `ort` feature.
+#[cfg(not(feature = "ort"))]
+fn ort_feature_missing(path: String, tower: &'static str) -> EncoderError {
+    EncoderError::Load {
+        path,
+        tower,
+        message: "the ort backend needs edgeclip built with the `ort` cargo feature \
+                  (cargo build --release --features ort)"
+            .into(),
     }
 }
 
@@ -242,6 +418,86 @@ enum Feed {
     TokenTypeIds,
 }
 
+impl Feed {
+    /// Assigns a feed to each graph input (in the graph's order). An image tower takes one
+    /// input, the pixels; a text tower takes the token ids (the input the bundle names, else
+    /// the first) and optionally BERT-style `attention_mask` / `token_type_ids`. Shared by
+    /// every backend so that they feed a graph alike.
+    fn assign(
+        tower: &'static str,
+        names: &[String],
+        ids_input: Option<&str>,
+    ) -> Result<Vec<Feed>, String> {
+        if tower == "visual" {
+            return match names.len() {
+                1 => Ok(vec![Feed::Pixels]),
+                n => Err(format!(
+                    "an image tower takes one input, this one takes {n}"
+                )),
+            };
+        }
+        names
+            .iter()
+            .enumerate()
+            .map(|(ix, name)| {
+                if ids_input == Some(name.as_str()) || (ids_input.is_none() && ix == 0) {
+                    Ok(Feed::TokenIds)
+                } else if name.contains("attention_mask") {
+                    Ok(Feed::AttentionMask)
+                } else if name.contains("token_type") {
+                    Ok(Feed::TokenTypeIds)
+                } else {
+                    Err(format!(
+                        "unexpected graph input '{name}' (inputs: {})",
+                        names.join(", ")
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    /// The values a text-tower input gets for `tokens` (`n` = context length, checked).
+    fn text_values(self, tokens: &Tokens) -> Vec<i64> {
+        match self {
+            Feed::TokenIds => tokens.ids.clone(),
+            Feed::AttentionMask => tokens.attention_mask.clone(),
+            Feed::TokenTypeIds | Feed::Pixels => vec![0; tokens.ids.len()],
+        }
+    }
+}
+
+/// Checks that `tokens` has the tower's context length (every backend's first step).
+fn check_tokens(tokens: &Tokens, n: usize) -> Result<(), EncoderError> {
+    if tokens.ids.len() != n || tokens.attention_mask.len() != n {
+        return Err(EncoderError::Run {
+            tower: "textual",
+            message: format!("{} token ids where the tower takes {n}", tokens.ids.len()),
+        });
+    }
+    Ok(())
+}
+
+/// A tower's raw output as an embedding: `dim` values with a direction.
+fn checked_embedding(
+    tower: &'static str,
+    v: Vec<f32>,
+    dim: usize,
+) -> Result<Embedding, EncoderError> {
+    if v.len() != dim {
+        return Err(EncoderError::BadOutput {
+            tower,
+            what: format!(
+                "{} values where the bundle says the embedding has {dim}",
+                v.len()
+            ),
+        });
+    }
+    Embedding::normalised(v).ok_or(EncoderError::BadOutput {
+        tower,
+        what: "a zero or non-finite vector".into(),
+    })
+}
+
 impl Graph {
     /// Loads `path`, fixes input shapes, keeps only the embedding output and optimises.
     fn load(
@@ -263,38 +519,14 @@ impl Graph {
             .iter()
             .map(|o| model.node(o.node).name.clone())
             .collect();
-        let mut feeds = Vec::with_capacity(names.len());
-        for (ix, name) in names.iter().enumerate() {
-            let feed = if tower == "visual" {
-                Feed::Pixels
-            } else if input_name == Some(name.as_str()) || (input_name.is_none() && ix == 0) {
-                Feed::TokenIds
-            } else if name.contains("attention_mask") {
-                Feed::AttentionMask
-            } else if name.contains("token_type") {
-                Feed::TokenTypeIds
-            } else {
-                return Err(EncoderError::Load {
-                    path: path.display().to_string(),
-                    tower,
-                    message: format!(
-                        "unexpected graph input '{name}' (inputs: {})",
-                        names.join(", ")
-                    ),
-                });
-            };
-            model.set_input_fact(ix, fact_for(feed)).map_err(err)?;
-            feeds.push(feed);
-        }
-        if tower == "visual" && feeds.len() != 1 {
-            return Err(EncoderError::Load {
+        let feeds =
+            Feed::assign(tower, &names, input_name).map_err(|message| EncoderError::Load {
                 path: path.display().to_string(),
                 tower,
-                message: format!(
-                    "an image tower takes one input, this one takes {}",
-                    feeds.len()
-                ),
-            });
+                message,
+            })?;
+        for (ix, feed) in feeds.iter().enumerate() {
+            model.set_input_fact(ix, fact_for(*feed)).map_err(err)?;
         }
         match output_name {
             Some(name) => model.select_outputs_by_name([name]).map_err(err)?,
@@ -338,20 +570,7 @@ impl Graph {
     }
 
     fn embedding(&self, inputs: TVec<TValue>, dim: usize) -> Result<Embedding, EncoderError> {
-        let v = self.run(inputs)?;
-        if v.len() != dim {
-            return Err(EncoderError::BadOutput {
-                tower: self.tower,
-                what: format!(
-                    "{} values where the bundle says the embedding has {dim}",
-                    v.len()
-                ),
-            });
-        }
-        Embedding::normalised(v).ok_or(EncoderError::BadOutput {
-            tower: self.tower,
-            what: "a zero or non-finite vector".into(),
-        })
+        checked_embedding(self.tower, self.run(inputs)?, dim)
     }
 }
 
@@ -365,14 +584,28 @@ pub struct ImageEncoder {
 enum ImageRunner {
     Tract(Graph),
     Native(Box<vit::NativeVit>),
+    #[cfg(feature = "ort")]
+    Ort(Box<ort::OrtTower>),
 }
 
 impl ImageEncoder {
-    /// Loads the bundle's image tower at `precision` with `backend`.
+    /// Loads the bundle's image tower at `precision` with `backend` (onnxruntime with its
+    /// default options; see [`ImageEncoder::load_with`]).
     pub fn load(
         bundle: &Bundle,
         precision: Precision,
         backend: Backend,
+    ) -> Result<ImageEncoder, EncoderError> {
+        ImageEncoder::load_with(bundle, precision, backend, &OrtOptions::default())
+    }
+
+    /// Loads the bundle's image tower at `precision` with `backend`; `ort_options` apply to
+    /// [`Backend::Ort`].
+    pub fn load_with(
+        bundle: &Bundle,
+        precision: Precision,
+        backend: Backend,
+        ort_options: &OrtOptions,
     ) -> Result<ImageEncoder, EncoderError> {
         let spec = &bundle.spec;
         let file = bundle.visual_file(precision)?;
@@ -383,10 +616,29 @@ impl ImageEncoder {
             message,
         };
         let native = match backend {
+            #[cfg(feature = "ort")]
             Backend::Ort => {
-                return Err(load_err(
-                    "the ort backend needs edgeclip built with the `ort` cargo feature".into(),
-                ))
+                let tower = ort::OrtTower::load(
+                    file,
+                    precision,
+                    "visual",
+                    spec.visual.input.as_deref(),
+                    spec.visual.output.as_deref(),
+                    ort_options,
+                )?;
+                return Ok(ImageEncoder {
+                    runner: ImageRunner::Ort(Box::new(tower)),
+                    size,
+                    dim: spec.embedding_dim,
+                });
+            }
+            #[cfg(not(feature = "ort"))]
+            Backend::Ort => {
+                let _ = ort_options;
+                return Err(ort_feature_missing(
+                    file.path.display().to_string(),
+                    "visual",
+                ));
             }
             Backend::Tract => None,
             // Without SIMD int8 kernels (32-bit ARM, pre-AVX2 x86) the native path would run
@@ -451,11 +703,18 @@ impl ImageEncoder {
         })
     }
 
-    /// Which backend runs: `tract` or `native`.
+    /// Which backend runs: `tract`, `native` or `ort`.
     pub fn backend(&self) -> Backend {
-        match self.runner {
-            ImageRunner::Tract(_) => Backend::Tract,
-            ImageRunner::Native(_) => Backend::Native,
+        self.info().backend
+    }
+
+    /// Which backend runs, and on which device ([`BackendInfo`]).
+    pub fn info(&self) -> BackendInfo {
+        match &self.runner {
+            ImageRunner::Tract(_) => BackendInfo::cpu(Backend::Tract),
+            ImageRunner::Native(_) => BackendInfo::cpu(Backend::Native),
+            #[cfg(feature = "ort")]
+            ImageRunner::Ort(t) => t.info(),
         }
     }
 
@@ -486,69 +745,138 @@ impl ImageEncoder {
                     what: "a zero or non-finite vector".into(),
                 })
             }
+            #[cfg(feature = "ort")]
+            ImageRunner::Ort(t) => {
+                if pixels.len() != self.input_len() {
+                    return Err(EncoderError::Run {
+                        tower: "visual",
+                        message: format!(
+                            "input of {} values where the tower takes {}",
+                            pixels.len(),
+                            self.input_len()
+                        ),
+                    });
+                }
+                t.encode_pixels(pixels, self.size, self.dim)
+            }
         }
     }
 }
 
 /// The text tower: token ids → embedding.
 pub struct TextEncoder {
-    graph: Graph,
-    feeds: Vec<Feed>,
+    runner: TextRunner,
     context_length: usize,
     dim: usize,
 }
 
+enum TextRunner {
+    Tract {
+        graph: Graph,
+        feeds: Vec<Feed>,
+    },
+    #[cfg(feature = "ort")]
+    Ort(Box<ort::OrtTower>),
+}
+
 impl TextEncoder {
-    /// Loads the bundle's text tower at `precision` for sequences of `context_length`.
+    /// Loads the bundle's text tower at `precision` for sequences of `context_length`, on
+    /// tract.
     pub fn load(
         bundle: &Bundle,
         precision: Precision,
         context_length: usize,
     ) -> Result<TextEncoder, EncoderError> {
+        TextEncoder::load_with(
+            bundle,
+            precision,
+            context_length,
+            Backend::Tract,
+            &OrtOptions::default(),
+        )
+    }
+
+    /// Loads the bundle's text tower: on onnxruntime for [`Backend::Ort`] (with
+    /// `ort_options`), on tract for every other backend (the native path is image-only).
+    pub fn load_with(
+        bundle: &Bundle,
+        precision: Precision,
+        context_length: usize,
+        backend: Backend,
+        ort_options: &OrtOptions,
+    ) -> Result<TextEncoder, EncoderError> {
         let spec = &bundle.spec;
         let file = bundle.textual_file(precision)?;
-        let (graph, feeds) = Graph::load(
-            &file.path,
-            "textual",
-            spec.textual.input.as_deref(),
-            spec.textual.output.as_deref(),
-            |_| i64::fact([1, context_length]).into(),
-        )?;
-        log::info!(
-            "textual tower: {} ({precision}, tract CPU)",
-            file.path.display()
-        );
+        let runner = match backend {
+            #[cfg(feature = "ort")]
+            Backend::Ort => TextRunner::Ort(Box::new(ort::OrtTower::load(
+                file,
+                precision,
+                "textual",
+                spec.textual.input.as_deref(),
+                spec.textual.output.as_deref(),
+                ort_options,
+            )?)),
+            #[cfg(not(feature = "ort"))]
+            Backend::Ort => {
+                let _ = ort_options;
+                return Err(ort_feature_missing(
+                    file.path.display().to_string(),
+                    "textual",
+                ));
+            }
+            Backend::Auto | Backend::Tract | Backend::Native => {
+                let (graph, feeds) = Graph::load(
+                    &file.path,
+                    "textual",
+                    spec.textual.input.as_deref(),
+                    spec.textual.output.as_deref(),
+                    |_| i64::fact([1, context_length]).into(),
+                )?;
+                log::info!(
+                    "textual tower: {} ({precision}, tract CPU)",
+                    file.path.display()
+                );
+                TextRunner::Tract { graph, feeds }
+            }
+        };
         Ok(TextEncoder {
-            graph,
-            feeds,
+            runner,
             context_length,
             dim: spec.embedding_dim,
         })
     }
 
+    /// Which backend runs, and on which device.
+    pub fn info(&self) -> BackendInfo {
+        match &self.runner {
+            TextRunner::Tract { .. } => BackendInfo::cpu(Backend::Tract),
+            #[cfg(feature = "ort")]
+            TextRunner::Ort(t) => t.info(),
+        }
+    }
+
     /// Embeds one tokenised text.
     pub fn encode(&self, tokens: &Tokens) -> Result<Embedding, EncoderError> {
         let n = self.context_length;
-        if tokens.ids.len() != n || tokens.attention_mask.len() != n {
-            return Err(EncoderError::Run {
-                tower: "textual",
-                message: format!("{} token ids where the tower takes {n}", tokens.ids.len()),
-            });
+        check_tokens(tokens, n)?;
+        match &self.runner {
+            TextRunner::Tract { graph, feeds } => {
+                let mut inputs = TVec::new();
+                for feed in feeds {
+                    let values = feed.text_values(tokens);
+                    let t =
+                        Tensor::from_shape(&[1, n], &values).map_err(|e| EncoderError::Run {
+                            tower: "textual",
+                            message: e.to_string(),
+                        })?;
+                    inputs.push(t.into());
+                }
+                graph.embedding(inputs, self.dim)
+            }
+            #[cfg(feature = "ort")]
+            TextRunner::Ort(t) => t.encode_tokens(tokens, self.dim),
         }
-        let mut inputs = TVec::new();
-        for feed in &self.feeds {
-            let values: Vec<i64> = match feed {
-                Feed::TokenIds => tokens.ids.clone(),
-                Feed::AttentionMask => tokens.attention_mask.clone(),
-                Feed::TokenTypeIds | Feed::Pixels => vec![0; n],
-            };
-            let t = Tensor::from_shape(&[1, n], &values).map_err(|e| EncoderError::Run {
-                tower: "textual",
-                message: e.to_string(),
-            })?;
-            inputs.push(t.into());
-        }
-        self.graph.embedding(inputs, self.dim)
     }
 }
 
@@ -567,5 +895,83 @@ mod tests {
         assert!((m.as_slice().iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((a.cosine(&a) - 1.0).abs() < 1e-6);
         assert!(Embedding::mean(&[]).is_none());
+    }
+
+    #[test]
+    fn provider_lists_parse() {
+        use OrtProvider::*;
+        assert_eq!(
+            OrtProvider::parse_list("tensorrt,cuda,cpu"),
+            Ok(vec![Tensorrt, Cuda, Cpu])
+        );
+        assert_eq!(OrtProvider::parse_list(" CUDA , cpu"), Ok(vec![Cuda, Cpu]));
+        assert_eq!(OrtProvider::parse_list("trt"), Ok(vec![Tensorrt]));
+        let dup = OrtProvider::parse_list("cuda,cpu,cuda").unwrap_err();
+        assert!(dup.contains("twice"), "{dup}");
+        let bad = OrtProvider::parse_list("cuda,rocm").unwrap_err();
+        assert!(
+            bad.contains("'rocm'") && bad.contains("tensorrt, cuda or cpu"),
+            "{bad}"
+        );
+        assert!(OrtProvider::parse_list("").is_err());
+        assert!(OrtProvider::parse_list("cuda,").is_err());
+        assert_eq!(OrtOptions::default().providers, vec![Tensorrt, Cuda, Cpu]);
+        assert!(Tensorrt.is_gpu() && Cuda.is_gpu() && !Cpu.is_gpu());
+        assert_eq!(format!("[{:<8}]", Cuda), "[CUDA    ]");
+    }
+
+    #[test]
+    fn backend_info_labels_and_cache_tags() {
+        let tract = BackendInfo::cpu(Backend::Tract);
+        assert_eq!(tract.to_string(), "tract (CPU)");
+        assert_eq!(tract.compute_tag(), None);
+        let ort_cpu = BackendInfo {
+            backend: Backend::Ort,
+            provider: OrtProvider::Cpu,
+            fp16: false,
+        };
+        // The CPU provider shares the CPU backends' cache.
+        assert_eq!(ort_cpu.compute_tag(), None);
+        let trt = BackendInfo {
+            backend: Backend::Ort,
+            provider: OrtProvider::Tensorrt,
+            fp16: true,
+        };
+        assert_eq!(trt.to_string(), "ort (TensorRT fp16)");
+        assert_eq!(trt.compute_tag().as_deref(), Some("TensorRT fp16"));
+        let cuda = BackendInfo {
+            provider: OrtProvider::Cuda,
+            fp16: false,
+            ..trt
+        };
+        assert_eq!(cuda.compute_tag().as_deref(), Some("CUDA"));
+    }
+
+    #[test]
+    fn feeds_are_assigned_alike_for_every_backend() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Feed::assign("visual", &names(&["pixel_values"]), None),
+            Ok(vec![Feed::Pixels])
+        );
+        assert!(Feed::assign("visual", &names(&["a", "b"]), None).is_err());
+        assert_eq!(
+            Feed::assign(
+                "textual",
+                &names(&["attention_mask", "input_ids", "token_type_ids"]),
+                Some("input_ids")
+            ),
+            Ok(vec![
+                Feed::AttentionMask,
+                Feed::TokenIds,
+                Feed::TokenTypeIds
+            ])
+        );
+        assert_eq!(
+            Feed::assign("textual", &names(&["text"]), None),
+            Ok(vec![Feed::TokenIds])
+        );
+        let e = Feed::assign("textual", &names(&["input_ids", "position"]), None).unwrap_err();
+        assert!(e.contains("'position'"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ use tiny_http::{Header, Response, Server};
 
 use super::metrics::{header, label_value};
 use super::{lock, ServiceError, ServiceState};
+use crate::encoder::BackendInfo;
 
 /// A running endpoint.
 pub(super) struct HttpServer {
@@ -149,11 +150,24 @@ pub(super) fn healthz(state: &ServiceState) -> serde_json::Value {
         "model": state.model,
         "precision": state.precision.to_string(),
         "backend": state.backend.to_string(),
+        "provider": state.image_backend.provider_label(),
+        "towers": {
+            "visual": backend_json(Some(state.image_backend)),
+            "textual": backend_json(state.labels.text_backend()),
+        },
         "cameras": cameras,
         "labels": labels,
         "sinks": sinks,
         "last_error": *lock(&state.last_error),
     })
+}
+
+/// A tower's backend for `/healthz` (`null` while the tower is not loaded).
+fn backend_json(info: Option<BackendInfo>) -> serde_json::Value {
+    match info {
+        Some(b) => json!({"backend": b.backend.to_string(), "provider": b.provider_label()}),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// One metric family with one line per item, labelled `key="name"`.
@@ -302,6 +316,27 @@ pub(super) fn metrics(state: &ServiceState) -> String {
         "Events a sink refused.",
         &|s| s.errors.load(Ordering::Relaxed),
     );
+    let name = "edgeclip_backend_info";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "What runs each tower: backend (tract, native, ort) and device (CPU, CUDA, TensorRT, TensorRT fp16); always 1.",
+    );
+    let towers = [
+        ("visual", Some(state.image_backend)),
+        ("textual", state.labels.text_backend()),
+    ];
+    for (tower, info) in towers {
+        if let Some(b) = info {
+            let _ = writeln!(
+                out,
+                "{name}{{tower=\"{tower}\",backend=\"{}\",provider=\"{}\"}} 1",
+                b.backend,
+                label_value(&b.provider_label())
+            );
+        }
+    }
     let name = "edgeclip_uptime_seconds";
     header(
         &mut out,

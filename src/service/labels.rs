@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::classify::Classifier;
+use crate::encoder::BackendInfo;
 use crate::engine::Engine;
 use crate::labels::LabelSet;
 
@@ -43,6 +44,8 @@ pub struct LabelStatus {
 struct Shared {
     status: Mutex<LabelStatus>,
     pending: Mutex<Option<Arc<Classifier>>>,
+    /// What runs the text tower, once the watcher has loaded it.
+    text_backend: Mutex<Option<BackendInfo>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,6 +62,11 @@ impl LiveLabels {
     /// The current status.
     pub fn status(&self) -> LabelStatus {
         lock(&self.shared.status).clone()
+    }
+
+    /// What runs the text tower (`None` until the watcher has loaded it).
+    pub fn text_backend(&self) -> Option<BackendInfo> {
+        *lock(&self.shared.text_backend)
     }
 
     /// A classifier built since the last call, if any (inference swaps it in between frames).
@@ -106,6 +114,7 @@ pub fn start(
             ..LabelStatus::default()
         }),
         pending: Mutex::new(None),
+        text_backend: Mutex::new(engine.text_backend()),
     });
     let live = LiveLabels {
         shared: shared.clone(),
@@ -114,8 +123,9 @@ pub fn start(
         .name("labels".into())
         .spawn(move || {
             // Loaded ahead of the first edit so that an edit costs only its new prompts.
-            if let Err(e) = engine.load_text_tower() {
-                log::warn!("text tower: {e}; label edits will fail until it loads");
+            match engine.load_text_tower() {
+                Ok(()) => *lock(&shared.text_backend) = engine.text_backend(),
+                Err(e) => log::warn!("text tower: {e}; label edits will fail until it loads"),
             }
             let mut seen = applied;
             let mut last_read_error: Option<String> = None;

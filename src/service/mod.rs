@@ -23,7 +23,7 @@ use image::RgbImage;
 use crate::bundle::{Bundle, Precision};
 use crate::classify::Classifier;
 use crate::config::{CameraConfig, RunConfig};
-use crate::encoder::Backend;
+use crate::encoder::{Backend, BackendInfo};
 use crate::engine::{default_cache_dir, Engine, EngineError, EngineOptions};
 use crate::events::{Debouncer, Event};
 use crate::sink::{self, Sink, SinkError, SinkOptions};
@@ -208,6 +208,8 @@ pub struct ServiceState {
     pub precision: Precision,
     /// Image tower backend that runs.
     pub backend: Backend,
+    /// Image tower backend and the device it runs on.
+    pub image_backend: BackendInfo,
     /// Cameras.
     pub cameras: Vec<Arc<CameraStatus>>,
     /// Labels.
@@ -292,7 +294,6 @@ fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), Servic
         cache_dir: None,
         backend: config.backend,
         ort: config.ort.clone(),
-        ..Default::default()
     };
     let engine = Engine::open(bundle.clone(), &options)?;
     Ok((engine, bundle, precision))
@@ -498,9 +499,10 @@ pub fn run(
 
     let (mut engine, bundle, precision) = open_engine(config)?;
     let t = Instant::now();
-    let backend = engine.load_image_tower()?.backend();
+    let image_backend = engine.load_image_tower()?.info();
+    let backend = image_backend.backend;
     log::info!(
-        "model {} ({}), {precision} towers, image tower on {backend} (CPU) loaded in {:.0} ms",
+        "model {} ({}), {precision} towers, image tower on {image_backend} loaded in {:.0} ms",
         bundle.spec.name,
         bundle.root.display(),
         t.elapsed().as_secs_f64() * 1e3
@@ -511,7 +513,7 @@ pub fn run(
             precision,
             cache_dir: config.cache.then(default_cache_dir),
             backend: config.backend,
-            ..Default::default()
+            ort: config.ort.clone(),
         },
     )?;
     let labels_stop = Arc::new(AtomicBool::new(false));
@@ -576,6 +578,7 @@ pub fn run(
         model: bundle.spec.name.clone(),
         precision,
         backend,
+        image_backend,
         cameras: cameras.iter().map(|c| c.status.clone()).collect(),
         labels: live.clone(),
         stages: Stages::default(),
