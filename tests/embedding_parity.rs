@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use edgeclip::bundle::{Bundle, Precision};
 use edgeclip::encoder::{Backend, Embedding};
@@ -33,17 +33,6 @@ struct TextRef {
     ids: Vec<i64>,
     fp32: Vec<f32>,
     int8: Vec<f32>,
-}
-
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
-        })
-        .collect()
 }
 
 struct Setup {
@@ -78,7 +67,7 @@ impl Setup {
     /// The fixture file's records, cut to the limit. `min_full` is checked on the whole
     /// file, so a limit never hides a fixture that lost records.
     fn records<T: for<'de> Deserialize<'de>>(&self, file: &str, min_full: usize) -> Vec<T> {
-        let mut refs: Vec<T> = read_jsonl(&self.fixtures.join(file));
+        let mut refs: Vec<T> = common::read_jsonl(&self.fixtures.join(file));
         assert!(
             refs.len() >= min_full,
             "{file} has only {} records",

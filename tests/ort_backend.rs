@@ -78,14 +78,6 @@ struct TextRef {
     int8: Vec<f32>,
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
-}
-
 /// `n` items spread evenly over `items` (every photo source and class, not the first few).
 fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
     let len = items.len();
@@ -138,8 +130,8 @@ fn ort_vs_tract(s: &Setup, precision: Precision) -> Cosines {
         Ok("all") => usize::MAX,
         _ => 40,
     };
-    let images: Vec<ImageRef> = spread(read_jsonl(&s.fixtures.join("images.jsonl")), n);
-    let texts: Vec<TextRef> = spread(read_jsonl(&s.fixtures.join("texts.jsonl")), n);
+    let images: Vec<ImageRef> = spread(common::read_jsonl(&s.fixtures.join("images.jsonl")), n);
+    let texts: Vec<TextRef> = spread(common::read_jsonl(&s.fixtures.join("texts.jsonl")), n);
     let mut ort = engine(&s.bundle, precision, Backend::Ort, &s.ort);
     let mut tract = engine(&s.bundle, precision, Backend::Tract, &s.ort);
     let info = ort

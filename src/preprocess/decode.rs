@@ -72,7 +72,18 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_ALLOC_BYTES);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let mut decoder = match reader.into_decoder() {
+        Ok(d) => d,
+        // A decoder may refuse a huge header before it reports the dimensions: PNG's sizes
+        // its output buffer in `usize`, which overflows on 32-bit ARM. Name the size anyway.
+        Err(e @ image::ImageError::Limits(_)) => {
+            if let Some((width, height)) = png_declared_size(bytes) {
+                check_size(width, height)?;
+            }
+            return Err(decode_err(e));
+        }
+        Err(e) => return Err(decode_err(e)),
+    };
 
     let (width, height) = decoder.dimensions();
     check_size(width, height)?;
@@ -95,6 +106,16 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
+}
+
+/// Width and height from a PNG's IHDR chunk (the first chunk, right after the signature).
+fn png_declared_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let ihdr = bytes.get(12..24)?;
+    if &ihdr[..4] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| Some(u32::from_be_bytes(b.try_into().ok()?));
+    Some((be(&ihdr[4..8])?, be(&ihdr[8..12])?))
 }
 
 /// PIL's `convert("RGB")` for each layout the codecs can produce.
