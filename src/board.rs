@@ -243,7 +243,10 @@ impl Detected {
     pub fn probe_root(root: &Path, arch: &str) -> Detected {
         let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
         let model = read("proc/device-tree/model")
-            .map(|m| m.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
+            .map(|m| {
+                m.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .to_string()
+            })
             .filter(|m| !m.is_empty());
         let cpuinfo = read("proc/cpuinfo").unwrap_or_default();
         let cores_in_cpuinfo = cpuinfo
@@ -347,7 +350,7 @@ fn mem_total_mb(meminfo: &str) -> Option<u64> {
 fn fit(rule: &DetectRule, d: &Detected) -> Option<(usize, usize)> {
     let mut held = 0;
     if !rule.arch.is_empty() {
-        if !rule.arch.iter().any(|a| *a == d.arch) {
+        if !rule.arch.contains(&d.arch) {
             return None;
         }
         held += 1;
@@ -485,7 +488,10 @@ mod tests {
             "jetson-orin-nano",
             "x86-64",
         ] {
-            assert!(names.contains(&want), "boards/{want}.toml missing: {names:?}");
+            assert!(
+                names.contains(&want),
+                "boards/{want}.toml missing: {names:?}"
+            );
         }
         for p in &profiles {
             let b = &p.profile;
@@ -517,17 +523,32 @@ mod tests {
             Some("pi4")
         );
         assert_eq!(
-            pick(Some("Raspberry Pi 5 Model B Rev 1.0"), &a76, false, "aarch64").as_deref(),
+            pick(
+                Some("Raspberry Pi 5 Model B Rev 1.0"),
+                &a76,
+                false,
+                "aarch64"
+            )
+            .as_deref(),
             Some("pi5")
         );
         // A 32-bit OS on a Pi 4 gets the armv7 profile, whatever the board.
         assert_eq!(pick(pi4, &a72, false, "arm").as_deref(), Some("pi-32bit"));
         // The Zero 2 W's memory matters more than its OS: it wins on either.
         let zero = Some("Raspberry Pi Zero 2 W Rev 1.0");
-        assert_eq!(pick(zero, &a53, false, "aarch64").as_deref(), Some("pi-zero-2w"));
-        assert_eq!(pick(zero, &a53, false, "arm").as_deref(), Some("pi-zero-2w"));
+        assert_eq!(
+            pick(zero, &a53, false, "aarch64").as_deref(),
+            Some("pi-zero-2w")
+        );
+        assert_eq!(
+            pick(zero, &a53, false, "arm").as_deref(),
+            Some("pi-zero-2w")
+        );
         let orin = Some("NVIDIA Jetson Orin Nano Developer Kit");
-        assert_eq!(pick(orin, &a78, true, "aarch64").as_deref(), Some("jetson-orin-nano"));
+        assert_eq!(
+            pick(orin, &a78, true, "aarch64").as_deref(),
+            Some("jetson-orin-nano")
+        );
         let x86 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(pick(None, x86, false, "x86_64").as_deref(), Some("x86-64"));
         // An unknown ARM board matches nothing: built-in defaults.
@@ -552,18 +573,26 @@ mod tests {
             "Raspberry Pi 5 Model B Rev 1.0 (aarch64, 4 × Cortex-A76, 8062 MiB)"
         );
         let big_little = format!("{}{}", arm_cpuinfo("0xd03", 1), arm_cpuinfo("0xd08", 1));
-        assert_eq!(cpu_name(&big_little).as_deref(), Some("Cortex-A53 + Cortex-A72"));
+        assert_eq!(
+            cpu_name(&big_little).as_deref(),
+            Some("Cortex-A53 + Cortex-A72")
+        );
         assert_eq!(cpu_name("processor : 0\n"), None);
     }
 
     #[test]
     fn unknown_names_list_what_exists_and_bad_profiles_name_the_line() {
         let err = load_board("no-such-board", None).unwrap_err().to_string();
-        assert!(err.contains("no-such-board") && err.contains("pi5"), "{err}");
+        assert!(
+            err.contains("no-such-board") && err.contains("pi5"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "threads = 2\nthredas = 3\n").unwrap();
-        let err = load_board(bad.to_str().unwrap(), None).unwrap_err().to_string();
+        let err = load_board(bad.to_str().unwrap(), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
         assert!(list_profiles(&[dir.path().to_path_buf()]).is_err());
     }

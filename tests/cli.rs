@@ -406,7 +406,14 @@ fn boards_lists_profiles_and_board_profiles_apply() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for want in ["pi4", "pi5", "pi-zero-2w", "pi-32bit", "jetson-orin-nano", "x86-64"] {
+    for want in [
+        "pi4",
+        "pi5",
+        "pi-zero-2w",
+        "pi-32bit",
+        "jetson-orin-nano",
+        "x86-64",
+    ] {
         assert!(names.contains(&want), "{names:?}");
     }
     assert_eq!(v["detected"]["arch"], std::env::consts::ARCH);
@@ -435,9 +442,16 @@ fn boards_lists_profiles_and_board_profiles_apply() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("int8, tract CPU, 1 thread(s)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("int8, tract CPU, 1 thread(s)"),
+        "{}",
+        stderr(&o)
+    );
 
-    let o = edgeclip(home.path(), &["--board", "no-such-board", "classify", "-l", "x", "y"]);
+    let o = edgeclip(
+        home.path(),
+        &["--board", "no-such-board", "classify", "-l", "x", "y"],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("no such profile") && stderr(&o).contains("pi5"),

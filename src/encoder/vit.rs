@@ -147,7 +147,7 @@ impl Linear {
         match self {
             Linear::I8(p) => {
                 // Shapes are fixed at load time and checked there; a failure here is a bug.
-                if let Err(e) = matmul_i8(x, m, p, y, epilogue, &mut cx.i8, cx.pool) {
+                if let Err(e) = matmul_i8(x, m, p, y, epilogue, cx.i8, cx.pool) {
                     log::error!("int8 matmul: {e}");
                 }
             }

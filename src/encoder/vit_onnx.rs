@@ -589,7 +589,7 @@ fn extract(w: &Wiring, image_size: usize) -> Result<VitWeights, NotRecognised> {
     if strides.is_some_and(|s| s.iter().any(|&x| x as usize != patch)) {
         return Err(nr("patch Conv stride differs from its kernel"));
     }
-    if image_size % patch != 0 {
+    if !image_size.is_multiple_of(patch) {
         return Err(nr(format!(
             "image size {image_size} is not a multiple of the patch {patch}"
         )));

@@ -185,4 +185,3 @@ pub fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Vec<T> {
         })
         .collect()
 }
-
