@@ -102,22 +102,6 @@ fn unit(v: &[f32]) -> Embedding {
     Embedding::normalised(v.to_vec()).expect("reference embedding is finite")
 }
 
-struct Stats {
-    min: f32,
-    mean: f32,
-    worst: String,
-}
-
-fn stats(pairs: &[(String, f32)]) -> Stats {
-    let (worst, min) = pairs
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .cloned()
-        .unwrap_or_default();
-    let mean = pairs.iter().map(|p| p.1).sum::<f32>() / pairs.len().max(1) as f32;
-    Stats { min, mean, worst }
-}
-
 /// Image embeddings for every reference photo at one precision.
 fn image_embeddings(
     s: &Setup,
@@ -165,7 +149,7 @@ fn image_embeddings_match_the_reference_fp32_and_int8() {
             .zip(native.iter().zip(&tract))
             .map(|(r, (a, b))| (r.path.clone(), a.cosine(b)))
             .collect();
-        let st = stats(&pairs);
+        let st = common::stats(&pairs);
         eprintln!(
             "native vs tract {precision}: min cos {:.6} ({}), mean {:.6}",
             st.min, st.worst, st.mean
@@ -193,7 +177,7 @@ fn check_image_backend(
         .zip(&ours_fp32)
         .map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.fp32))))
         .collect();
-    let st = stats(&fp32);
+    let st = common::stats(&fp32);
     for (path, c) in fp32.iter().filter(|p| p.1 < 0.9999) {
         eprintln!("  below 0.9999: {path} {c:.6}");
     }
@@ -226,7 +210,7 @@ fn check_image_backend(
             );
             continue;
         }
-        let st = stats(&part);
+        let st = common::stats(&part);
         eprintln!(
             "  {set:<12} {:>3} photos: min cos {:.6}, mean {:.6}",
             part.len(),
@@ -247,7 +231,7 @@ fn check_image_backend(
         .zip(&ours_int8)
         .map(|(r, e)| (r.path.clone(), e.cosine(&unit(&r.int8))))
         .collect();
-    let st = stats(&int8);
+    let st = common::stats(&int8);
     eprintln!(
         "int8 vs reference int8: min cos {:.6} ({}), mean {:.6}",
         st.min, st.worst, st.mean
@@ -268,7 +252,7 @@ fn check_image_backend(
         .zip(ours_int8.iter().zip(&ours_fp32))
         .map(|(r, (a, b))| (r.path.clone(), a.cosine(b)))
         .collect();
-    let st = stats(&self_cos);
+    let st = common::stats(&self_cos);
     eprintln!(
         "int8 vs fp32 (edgeclip): min cos {:.5} ({}), mean {:.5}",
         st.min, st.worst, st.mean
@@ -334,7 +318,7 @@ fn text_embeddings_and_ids_match_the_reference() {
             });
             cos.push((r.text.clone(), ours.cosine(&reference)));
         }
-        let st = stats(&cos);
+        let st = common::stats(&cos);
         eprintln!(
             "text {precision} vs reference over {} prompts: min cos {:.6} ({:?}), mean {:.6}",
             refs.len(),

@@ -89,17 +89,6 @@ fn spread<T>(items: Vec<T>, n: usize) -> Vec<T> {
         .collect()
 }
 
-/// min, mean and the worst item of (name, cosine) pairs.
-fn summary(pairs: &[(String, f32)]) -> (f32, f32, String) {
-    let (worst, min) = pairs
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .cloned()
-        .unwrap_or_default();
-    let mean = pairs.iter().map(|p| p.1).sum::<f32>() / pairs.len().max(1) as f32;
-    (min, mean, worst)
-}
-
 struct Setup {
     bundle: Bundle,
     fixtures: PathBuf,
@@ -186,7 +175,7 @@ fn ort_vs_tract(s: &Setup, precision: Precision) -> Cosines {
         ("texts ort vs tract", &text_cos),
         ("texts ort vs Python onnxruntime", &reference_cos),
     ] {
-        let (min, mean, worst) = summary(pairs);
+        let common::Stats { min, mean, worst } = common::stats(pairs);
         eprintln!(
             "{precision} {what}: {} items, cos min {min:.7} (worst: {worst}), mean {mean:.7}",
             pairs.len()
@@ -202,11 +191,11 @@ fn fp32_towers_agree_with_tract() {
     let Some(s) = setup() else { return };
     let (images, texts, reference) = ort_vs_tract(&s, Precision::Fp32);
     for (what, pairs) in [("image", &images), ("text", &texts)] {
-        let (min, _, worst) = summary(pairs);
+        let common::Stats { min, worst, .. } = common::stats(pairs);
         assert!(min >= 0.9999, "{what} cos {min} < 0.9999 for {worst}");
     }
     // The text fixtures were made by the same onnxruntime from Python, from the same ids.
-    let (min, _, worst) = summary(&reference);
+    let common::Stats { min, worst, .. } = common::stats(&reference);
     assert!(
         min >= 0.99999,
         "text cos {min} to the Python reference for {worst}"
@@ -227,13 +216,13 @@ fn int8_towers_agree_with_tract() {
     let Some(s) = setup() else { return };
     let (images, texts, reference) = ort_vs_tract(&s, Precision::Int8);
     for (what, pairs, bound) in [("image", &images, 0.998), ("text", &texts, 0.999)] {
-        let (min, _, worst) = summary(pairs);
+        let common::Stats { min, worst, .. } = common::stats(pairs);
         assert!(min >= bound, "{what} cos {min} < {bound} for {worst}");
     }
     // Same onnxruntime release as the fixtures: the same int8 kernels, the same numbers.
     // Another release computes the int8 products with other kernels (1.19.2 and 1.20.1: min
     // 0.99916 to the 1.32.0 reference), like tract: the text bound applies then.
-    let (min, _, worst) = summary(&reference);
+    let common::Stats { min, worst, .. } = common::stats(&reference);
     let library = edgeclip::encoder::ort::runtime(&s.ort)
         .expect("loaded")
         .version()

@@ -185,3 +185,24 @@ pub fn read_jsonl<T: for<'de> serde::Deserialize<'de>>(path: &Path) -> Vec<T> {
         })
         .collect()
 }
+
+/// Lowest and mean cosine of (item, cosine) pairs, and the item with the lowest.
+pub struct Stats {
+    /// Lowest cosine.
+    pub min: f32,
+    /// Mean cosine.
+    pub mean: f32,
+    /// The item with the lowest.
+    pub worst: String,
+}
+
+/// [`Stats`] of (item, cosine) pairs (zeros and an empty name when there are none).
+pub fn stats(pairs: &[(String, f32)]) -> Stats {
+    let (worst, min) = pairs
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .cloned()
+        .unwrap_or_default();
+    let mean = pairs.iter().map(|p| p.1).sum::<f32>() / pairs.len().max(1) as f32;
+    Stats { min, mean, worst }
+}
