@@ -126,15 +126,17 @@ impl Engine {
     /// Opens the tokenizer and the cache; towers load on first use.
     pub fn open(bundle: Bundle, options: &EngineOptions) -> Result<Engine, EngineError> {
         let tokenizer = load_tokenizer(&bundle.spec.tokenizer)?;
-        // Only a cache needs to know ahead how the text tower will compute (for onnxruntime
-        // that loads the library); without one, the tower says when it loads.
-        let text_plan = match options.cache_dir {
-            Some(_) => encoder::planned_text_backend(
+        // Only a cache needs to know ahead how the text tower will compute, and only
+        // onnxruntime can differ from tract (finding out loads the library); without a
+        // cache the tower says when it loads. Other backends leave the text tower's file
+        // untouched here, so a warm cache starts without it.
+        let text_plan = match (&options.cache_dir, options.backend) {
+            (Some(_), Backend::Ort) => encoder::planned_text_backend(
                 options.backend,
                 &options.ort,
                 &bundle.textual_file(options.precision)?.path,
             )?,
-            None => BackendInfo::cpu(Backend::Tract),
+            _ => BackendInfo::cpu(Backend::Tract),
         };
         let cache = match &options.cache_dir {
             None => None,
