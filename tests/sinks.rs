@@ -2,8 +2,13 @@
 //! to test reconnection) and an HTTP receiver on a local socket (down, then up; answering
 //! 5xx and 4xx on demand).
 //!
-//! The MQTT test needs `mosquitto` (Debian: `apt install mosquitto`). Without it the test
-//! is skipped with a message, or fails when `EDGECLIP_REQUIRE_FIXTURES=1`.
+//! TLS: a test CA and a server certificate made with `openssl` per test; mosquitto with a
+//! TLS listener (and a password file from `mosquitto_passwd`), a Python `http.server`
+//! wrapped in `ssl` as the HTTPS receiver.
+//!
+//! The MQTT tests need `mosquitto` (Debian: `apt install mosquitto`), the TLS tests also
+//! `openssl`, and the HTTPS one `python3`. Without them a test is skipped with a message, or
+//! fails when `EDGECLIP_REQUIRE_FIXTURES=1`.
 
 mod common;
 
@@ -13,7 +18,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -68,29 +73,22 @@ fn free_port() -> u16 {
         .expect("a free local port")
 }
 
-// ---------------------------------------------------------------------------------------
-// MQTT
-
-/// The `mosquitto` executable, or `None` (after printing why) when the test should skip.
-fn mosquitto() -> Option<PathBuf> {
-    let candidates = [
-        "/usr/sbin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-    ];
+/// An executable: the first of `candidates` that exists, else `name` if it starts from
+/// PATH; or `None` (after printing why, with `install`) when the test should skip.
+fn tool(name: &str, candidates: &[&str], install: &str) -> Option<PathBuf> {
     if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.is_file()) {
         return Some(found);
     }
-    let on_path = Command::new("mosquitto")
+    let on_path = Command::new(name)
         .arg("-h")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
     if on_path {
-        return Some(PathBuf::from("mosquitto"));
+        return Some(PathBuf::from(name));
     }
-    let msg = "mosquitto not found (Debian: apt install mosquitto)";
+    let msg = format!("{name} not found ({install})");
     if common::fixtures_required() {
         panic!(
             "{msg} ({} is set, so this is a failure)",
@@ -99,6 +97,154 @@ fn mosquitto() -> Option<PathBuf> {
     }
     eprintln!("skipping: {msg}");
     None
+}
+
+/// What this test process logged (level and text): sinks report connection and delivery
+/// failures from their own threads, in the log.
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct CaptureLog;
+
+impl log::Log for CaptureLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let line = format!("{} {}", record.level(), record.args());
+            LOGGED.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Starts capturing the log (once per process).
+fn capture_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CaptureLog).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+/// Logged lines that contain every one of `parts`.
+fn logged(parts: &[&str]) -> Vec<String> {
+    LOGGED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .cloned()
+        .collect()
+}
+
+/// A test CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`) for
+/// `localhost` and 127.0.0.1, made by `openssl` in a directory of its own.
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    /// `None` (after printing why) without openssl.
+    fn make(dir: &Path) -> Option<Pki> {
+        let openssl = tool(
+            "openssl",
+            &["/usr/bin/openssl", "/usr/local/bin/openssl"],
+            "Debian: apt install openssl",
+        )?;
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // P-256 keys: made in milliseconds, and verified by rustls.
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=edgeclip test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat());
+        run(&[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        Some(Pki {
+            dir: dir.to_path_buf(),
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT
+
+/// The `mosquitto` executable, or `None` (after printing why) when the test should skip.
+fn mosquitto() -> Option<PathBuf> {
+    tool(
+        "mosquitto",
+        &[
+            "/usr/sbin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+        ],
+        "Debian: apt install mosquitto",
+    )
 }
 
 /// A mosquitto listening on 127.0.0.1:`port`, without persistence (a restart forgets all
@@ -112,10 +258,23 @@ struct Broker {
 
 impl Broker {
     fn start(exe: &Path, dir: &Path, port: u16) -> Broker {
+        Broker::start_with(
+            exe,
+            dir,
+            port,
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+    }
+
+    /// A broker with these listeners; `port` is one of them, waited for at start.
+    fn start_with(exe: &Path, dir: &Path, port: u16, listeners: &str) -> Broker {
         let config = dir.join("mosquitto.conf");
+        // `user root`: started as root, mosquitto would otherwise drop to its own user, who
+        // cannot read the password file in the test's private directory (ignored when not
+        // root).
         std::fs::write(
             &config,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("persistence false\nuser root\n{listeners}"),
         )
         .expect("write mosquitto.conf");
         let mut broker = Broker {
@@ -485,6 +644,123 @@ fn mqtt_last_will_marks_a_killed_edgeclip_offline() {
     assert!(offline, "the last will did not mark the status offline");
 }
 
+#[test]
+fn mqtt_over_tls_verifies_the_broker_and_logs_in() {
+    let Some(exe) = mosquitto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pki) = Pki::make(dir.path()) else {
+        return;
+    };
+    capture_log();
+    let passwd_tool = tool(
+        "mosquitto_passwd",
+        &[
+            "/usr/bin/mosquitto_passwd",
+            "/usr/local/bin/mosquitto_passwd",
+        ],
+        "comes with mosquitto; testing TLS without a password",
+    );
+    let passwd = dir.path().join("passwd");
+    let (auth, credentials) = match passwd_tool {
+        Some(tool) => {
+            let status = Command::new(tool)
+                .args(["-b", "-c"])
+                .arg(&passwd)
+                .args(["cam", "s3cret:1"])
+                .status()
+                .expect("run mosquitto_passwd");
+            assert!(status.success(), "mosquitto_passwd failed");
+            (
+                format!(
+                    "allow_anonymous false\npassword_file {}\n",
+                    passwd.display()
+                ),
+                "cam:s3cret%3A1@",
+            )
+        }
+        None => ("allow_anonymous true\n".to_string(), ""),
+    };
+    let tls_port = free_port();
+    let plain_port = free_port();
+    // A TLS listener for the sinks; a plain loopback one for the test's own subscriber.
+    let _broker = Broker::start_with(
+        &exe,
+        dir.path(),
+        tls_port,
+        &format!(
+            "per_listener_settings true\n\
+             listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n{auth}\
+             listener {plain_port} 127.0.0.1\nallow_anonymous true\n",
+            pki.ca.display(),
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let watcher = Subscriber::start(plain_port, "#");
+    watcher.wait_subscribed(1);
+    let options = SinkOptions {
+        mqtt_client_id: format!("edgeclip-tls-test-{}", std::process::id()),
+        ..SinkOptions::default()
+    };
+
+    // The test CA named: connected, logged in, events delivered.
+    let spec = format!(
+        "mqtts://{credentials}localhost:{tls_port}/secure?ca={}",
+        pki.ca.display()
+    );
+    let mut sink = sink::open(&spec, &options).unwrap();
+    assert_eq!(
+        sink.name(),
+        format!(
+            "mqtts://{}localhost:{tls_port}/secure",
+            if credentials.is_empty() { "" } else { "cam@" }
+        )
+    );
+    for frame in 1..=3 {
+        sink.send(&event("door", frame, "cat")).unwrap();
+    }
+    let delivered = wait_until(Duration::from_secs(10), || {
+        watcher.frames("secure/door/event") == [1, 2, 3]
+    });
+    assert!(
+        delivered,
+        "events over TLS: {:?}; log: {:?}",
+        watcher.frames("secure/door/event"),
+        logged(&[&tls_port.to_string()])
+    );
+    sink.close(Duration::from_secs(2)).unwrap();
+    assert_eq!(sink.backlog(), 0);
+
+    // Mozilla's roots (no ca=): the test CA is not among them, so the broker is refused,
+    // with a log that says why, and nothing is delivered.
+    let untrusted = format!("mqtts://{credentials}localhost:{tls_port}/untrusted");
+    let mut sink = MqttSink::open(&untrusted, &options).unwrap();
+    sink.send(&event("door", 4, "cat")).unwrap();
+    let name = sink.name();
+    let refused = wait_until(Duration::from_secs(10), || {
+        !logged(&[&name, "cannot connect", "not trusted", "?ca=FILE"]).is_empty()
+    });
+    assert!(
+        refused,
+        "no log of the refused certificate: {:?}",
+        logged(&[&name])
+    );
+    assert!(!sink.is_connected());
+    assert!(sink.backlog() > 0, "the event must still be waiting");
+    sink.close(Duration::ZERO).unwrap();
+    assert!(watcher.on("untrusted/door/event").is_empty());
+
+    // A CA file that is not there is an error at open, naming the file.
+    let missing = pki.dir.join("missing-ca.pem");
+    let err = sink::open(
+        &format!("mqtts://localhost:{tls_port}/x?ca={}", missing.display()),
+        &options,
+    )
+    .err()
+    .expect("a missing CA file must fail at open");
+    assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Webhook
 
@@ -827,4 +1103,149 @@ fn webhook_close_retries_at_once_instead_of_sleeping_out_its_backoff() {
     );
     assert_eq!(sink.backlog(), 0);
     assert_eq!(receiver.accepted_frames(), vec![1]);
+}
+
+/// Python's `http.server` behind `ssl` on 127.0.0.1:`port`, answering 200 to every POST and
+/// printing each as a line: the path, a space, the body. Killed on drop.
+struct HttpsReceiver {
+    child: Child,
+    posts: Arc<Mutex<Vec<String>>>,
+}
+
+const HTTPS_RECEIVER: &str = r#"
+import http.server, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        print(self.path, body.decode(), flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+impl HttpsReceiver {
+    /// `None` (after printing why) without python3.
+    fn start(pki: &Pki, port: u16) -> Option<HttpsReceiver> {
+        let python = tool(
+            "python3",
+            &["/usr/bin/python3", "/usr/local/bin/python3"],
+            "Debian: apt install python3",
+        )?;
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(HTTPS_RECEIVER)
+            .arg(port.to_string())
+            .arg(&pki.cert)
+            .arg(&pki.key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the python HTTPS receiver");
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout piped");
+        {
+            let posts = Arc::clone(&posts);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    posts.lock().unwrap().push(line);
+                }
+            });
+        }
+        let listening = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            listening,
+            "the HTTPS receiver did not listen on port {port}"
+        );
+        Some(HttpsReceiver { child, posts })
+    }
+
+    /// (path, frame) of each POST received.
+    fn received(&self) -> Vec<(String, u64)> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                let (path, body) = line.split_once(' ').expect("PATH BODY");
+                let event: Event = serde_json::from_str(body).expect("body is Event JSON");
+                (path.to_string(), event.frame)
+            })
+            .collect()
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn webhook_over_https_verifies_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pki) = Pki::make(dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let Some(receiver) = HttpsReceiver::start(&pki, port) else {
+        return;
+    };
+    capture_log();
+    let spool = tempfile::tempdir().unwrap();
+    let options = webhook_options(spool.path());
+    let url = format!("https://localhost:{port}/hook");
+
+    // Mozilla's roots: the test CA's certificate is refused; the event stays spooled and
+    // the log says why.
+    let mut sink = sink::open(&url, &options).unwrap();
+    sink.send(&event("door", 1, "cat")).unwrap();
+    let refused = wait_until(Duration::from_secs(10), || {
+        !logged(&[&url, "cannot deliver", "not trusted", "?ca=FILE"]).is_empty()
+    });
+    assert!(
+        refused,
+        "no log of the refused certificate: {:?}",
+        logged(&[&url])
+    );
+    sink.close(Duration::ZERO).unwrap();
+    drop(sink);
+    assert!(receiver.received().is_empty());
+    assert_eq!(spool_files(spool.path(), &url).len(), 1);
+
+    // The test CA named: the spooled event (the spool is the URL's, without ca=) and a new
+    // one are delivered, in order; ca= is not sent to the receiver.
+    let with_ca = format!("{url}?ca={}", pki.ca.display());
+    let mut sink = sink::open(&with_ca, &options).unwrap();
+    assert_eq!(sink.name(), url);
+    sink.send(&event("door", 2, "cat")).unwrap();
+    let expected = [("/hook".to_string(), 1), ("/hook".to_string(), 2)];
+    let delivered = wait_until(Duration::from_secs(10), || receiver.received() == expected);
+    assert!(
+        delivered,
+        "over HTTPS with the CA: {:?}; log: {:?}",
+        receiver.received(),
+        logged(&[&url])
+    );
+    sink.close(Duration::from_secs(2)).unwrap();
+    assert!(spool_files(spool.path(), &url).is_empty());
+
+    // A CA on plain http:// would silently do nothing: refused.
+    let err = sink::open(
+        &format!("http://localhost:{port}/hook?ca={}", pki.ca.display()),
+        &options,
+    )
+    .err()
+    .expect("ca= with http:// must be refused");
+    assert!(err.to_string().contains("https://"), "{err}");
 }

@@ -10,12 +10,17 @@
 //! | `jsonl:-` | one JSON object per line on stdout, flushed per event ([`jsonl`]) |
 //! | `jsonl:PATH` | appended to `PATH`, rotated by size ([`jsonl`]) |
 //! | `mqtt://[USER:PASS@]HOST[:PORT][/PREFIX]` | MQTT broker, Home Assistant discovery ([`mqtt`]) |
-//! | `http://…`, `https://…` | webhook: POST per event, spooled on disk ([`webhook`]) |
+//! | `mqtts://[USER:PASS@]HOST[:PORT][/PREFIX][?ca=FILE]` | the same over TLS (port 8883) |
+//! | `http://…`, `https://…[?ca=FILE]` | webhook: POST per event, spooled on disk ([`webhook`]) |
 //! | `gpio:PIN=LABEL[,MS]` | a Raspberry Pi output pin (feature `gpio`) ([`gpio`]) |
+//!
+//! TLS (`mqtts://`, `https://`) always verifies the server's certificate: against Mozilla's
+//! roots, or only against the CA certificates in the PEM file `ca=FILE` names ([`tls`]).
 
 pub mod gpio;
 pub mod jsonl;
 pub mod mqtt;
+pub mod tls;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -25,8 +30,9 @@ use crate::events::Event;
 
 /// The forms [`open`] accepts, quoted in its errors.
 pub const ACCEPTED_FORMS: &str = "accepted: jsonl:- (stdout), jsonl:PATH, \
-    mqtt://[USER:PASS@]HOST[:PORT][/PREFIX], http://URL or https://URL (webhook), \
-    gpio:PIN=LABEL[,MS] (Raspberry Pi, feature gpio)";
+    mqtt://[USER:PASS@]HOST[:PORT][/PREFIX], mqtts://…[?ca=FILE] (TLS), \
+    http://URL or https://URL[?ca=FILE] (webhook), gpio:PIN=LABEL[,MS] (Raspberry Pi, \
+    feature gpio)";
 
 /// Settings shared by the sinks, beyond what the spec text says.
 ///
@@ -90,12 +96,7 @@ fn kind(spec: &str) -> Result<Kind, SinkError> {
     let scheme = spec.split_once(':').map_or(spec, |(scheme, _)| scheme);
     match scheme {
         "jsonl" => Ok(Kind::Jsonl),
-        "mqtt" => Ok(Kind::Mqtt),
-        "mqtts" | "ssl" => Err(spec_error(
-            spec,
-            "MQTT over TLS is not built in (rumqttc without TLS); use mqtt:// on a trusted \
-             network or a local bridge",
-        )),
+        "mqtt" | "mqtts" => Ok(Kind::Mqtt),
         "http" | "https" => Ok(Kind::Webhook),
         "gpio" => Ok(Kind::Gpio),
         "" => Err(spec_error(spec, "empty sink")),
@@ -129,6 +130,24 @@ pub fn check(spec: &str) -> Result<String, SinkError> {
         Kind::Webhook => webhook::check(spec),
         Kind::Gpio => gpio::check(spec),
     }
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A [`SinkError::Spec`] for `spec` whose reason ends with [`ACCEPTED_FORMS`].
@@ -223,7 +242,7 @@ mod tests {
                 assert!(text.contains(form), "'{spec}' error lacks {form}: {text}");
             }
         }
-        assert!(open_err("mqtts://broker").to_string().contains("TLS"));
+        assert!(open_err("ssl://broker").to_string().contains("mqtts://"));
         for spec in [
             "",
             "ftp://host/x",
@@ -253,6 +272,15 @@ mod tests {
         assert_eq!(
             check("mqtt://me:secret@broker/cams").unwrap(),
             "mqtt://me@broker:1883/cams"
+        );
+        // The CA file is read at open, not by check.
+        assert_eq!(
+            check("mqtts://me:secret@broker/cams?ca=/nonexistent/ca.pem").unwrap(),
+            "mqtts://me@broker:8883/cams"
+        );
+        assert_eq!(
+            check("https://example.com/hook?ca=/nonexistent/ca.pem").unwrap(),
+            "https://example.com/hook"
         );
         assert_eq!(
             check("https://u:pw@example.com/hook?token=abc").unwrap(),

@@ -1,5 +1,8 @@
 //! `mqtt://[USER:PASS@]HOST[:PORT][/PREFIX]`: events to an MQTT broker, with Home Assistant
-//! discovery.
+//! discovery. `mqtts://[USER:PASS@]HOST[:PORT][/PREFIX][?ca=FILE]`: the same over TLS
+//! (default port 8883), the broker's certificate verified against Mozilla's roots, or only
+//! against the CA certificates in `FILE` ([`super::tls`]); user name and password then
+//! travel encrypted.
 //!
 //! Topics (`PREFIX` defaults to `edgeclip`, `CAMERA` is the camera name with `/`, `+` and
 //! `#` replaced by `_`):
@@ -34,15 +37,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    Client, Connection, Event as MqttEvent, LastWill, MqttOptions, NetworkOptions, Outgoing,
-    Packet, Publish, QoS, RecvError, Request,
+    Client, Connection, ConnectionError, Event as MqttEvent, LastWill, MqttOptions, NetworkOptions,
+    Outgoing, Packet, Publish, QoS, RecvError, Request, TlsConfiguration, TlsError, Transport,
 };
 
-use super::{spec_error, Sink, SinkError, SinkOptions};
+use super::tls::{self, Trust};
+use super::{percent_decode, spec_error, Sink, SinkError, SinkOptions};
 use crate::events::Event;
 
 /// Default broker port.
 pub const DEFAULT_PORT: u16 = 1883;
+/// Default broker port over TLS (`mqtts://`).
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 /// Default topic prefix.
 pub const DEFAULT_PREFIX: &str = "edgeclip";
 /// Home Assistant's default discovery prefix.
@@ -56,9 +62,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// default of 10 KiB is too tight to be safe).
 const MAX_PACKET: usize = 1024 * 1024;
 
-/// A parsed `mqtt://` spec.
+/// A parsed `mqtt://` or `mqtts://` spec.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MqttUrl {
+    /// `mqtts://`: TLS, verifying the broker against these roots; `None` for `mqtt://`.
+    pub tls: Option<Trust>,
     /// Broker host name or address (IPv6 without brackets).
     pub host: String,
     /// Broker port.
@@ -78,14 +86,32 @@ impl std::fmt::Debug for MqttUrl {
 }
 
 impl MqttUrl {
-    /// Parses `mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX]`. `USER` and `PASS` may be
-    /// percent-encoded (`%40` for `@`, `%2F` for `/`).
+    /// Parses `mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX]` and
+    /// `mqtts://[USER[:PASS]@]HOST[:PORT][/PREFIX][?ca=FILE]`. `USER`, `PASS` and `FILE`
+    /// may be percent-encoded (`%40` for `@`, `%2F` for `/`).
     pub fn parse(spec: &str) -> Result<MqttUrl, SinkError> {
-        const FORM: &str = "expected mqtt://[USER:PASS@]HOST[:PORT][/PREFIX]";
+        const FORM: &str =
+            "expected mqtt://[USER:PASS@]HOST[:PORT][/PREFIX] or mqtts://…[?ca=FILE]";
         let fail = |why: &str| spec_error(spec, &format!("{why}; {FORM}"));
-        let rest = spec
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| fail("not an mqtt:// URL"))?;
+        let (tls, rest) = if let Some(rest) = spec.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = spec.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(fail("not an mqtt:// or mqtts:// URL"));
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (ca, unknown) = tls::take_ca(query).map_err(|why| fail(&why))?;
+        if let Some(param) = unknown.first() {
+            return Err(fail(&format!(
+                "unknown parameter '{param}' (only {}=FILE, with mqtts://)",
+                tls::CA_PARAM
+            )));
+        }
+        if ca.is_some() && !tls {
+            return Err(fail(&format!("{}=FILE needs TLS: mqtts://", tls::CA_PARAM)));
+        }
+        let tls = tls.then(|| Trust::from_ca(ca));
         let (authority, prefix) = match rest.split_once('/') {
             Some((authority, prefix)) => (authority, prefix),
             None => (rest, ""),
@@ -130,6 +156,7 @@ impl MqttUrl {
             return Err(fail("no broker host"));
         }
         let port = match port {
+            None if tls.is_some() => DEFAULT_TLS_PORT,
             None => DEFAULT_PORT,
             Some(p) => p
                 .parse::<u16>()
@@ -149,6 +176,7 @@ impl MqttUrl {
             )));
         }
         Ok(MqttUrl {
+            tls,
             host: host.to_string(),
             port,
             username,
@@ -157,7 +185,7 @@ impl MqttUrl {
         })
     }
 
-    /// `mqtt://[USER@]HOST:PORT/PREFIX`: the URL without the password.
+    /// `mqtt[s]://[USER@]HOST:PORT/PREFIX`: the URL without the password (or CA file).
     pub fn display(&self) -> String {
         let user = self
             .username
@@ -169,26 +197,9 @@ impl MqttUrl {
         } else {
             self.host.clone()
         };
-        format!("mqtt://{user}{host}:{}/{}", self.port, self.prefix)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{user}{host}:{}/{}", self.port, self.prefix)
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A camera name as one topic level: `/`, `+`, `#` (and NUL) would change the topic's
@@ -313,6 +324,13 @@ impl MqttSink {
             ));
         if let Some(user) = &url.username {
             mqtt_options.set_credentials(user, url.password.as_deref().unwrap_or(""));
+        }
+        if let Some(trust) = &url.tls {
+            // Read now, so that a missing or broken CA file fails at start, naming the file.
+            let config = trust.rustls_config(&name)?;
+            mqtt_options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(config),
+            )));
         }
         let (client, mut connection) = Client::new(mqtt_options, options.mqtt_queue.max(1));
         let mut network = NetworkOptions::new();
@@ -547,14 +565,16 @@ fn drive(mut connection: Connection, shared: &Shared, wake: &mpsc::Receiver<()>,
                     failure_logged = true;
                     shared.connected.store(false, Ordering::SeqCst);
                     log::warn!(
-                        "{name}: disconnected ({error}); reconnecting every {}s, {} messages waiting",
+                        "{name}: disconnected ({}); reconnecting every {}s, {} messages waiting",
+                        describe(&error),
                         RECONNECT_DELAY.as_secs(),
                         requeue.len()
                     );
                 } else if !failure_logged {
                     failure_logged = true;
                     log::warn!(
-                        "{name}: cannot connect ({error}); retrying every {}s",
+                        "{name}: cannot connect ({}); retrying every {}s",
+                        describe(&error),
                         RECONNECT_DELAY.as_secs()
                     );
                 }
@@ -567,6 +587,16 @@ fn drive(mut connection: Connection, shared: &Shared, wake: &mpsc::Receiver<()>,
             }
         }
     }
+}
+
+/// A connection error as text (see [`tls::describe`]).
+fn describe(error: &ConnectionError) -> String {
+    let tls_error = match error {
+        ConnectionError::Tls(TlsError::TLS(e)) => Some(e),
+        ConnectionError::Tls(TlsError::Io(e)) | ConnectionError::Io(e) => tls::rustls_error_in(e),
+        _ => None,
+    };
+    tls::describe(error, tls_error)
 }
 
 impl Sink for MqttSink {
@@ -725,6 +755,23 @@ mod tests {
         let url = MqttUrl::parse("mqtt://[::1]:1885").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 1885));
         assert_eq!(url.display(), "mqtt://[::1]:1885/edgeclip");
+        assert_eq!(url.tls, None);
+    }
+
+    #[test]
+    fn parses_tls_urls() {
+        let url = MqttUrl::parse("mqtts://broker.example").unwrap();
+        assert_eq!(url.port, DEFAULT_TLS_PORT);
+        assert_eq!(url.tls, Some(Trust::PublicRoots));
+        assert_eq!(url.display(), "mqtts://broker.example:8883/edgeclip");
+
+        let url =
+            MqttUrl::parse("mqtts://me:pw@broker:9883/cams?ca=/etc/edgeclip/ca%2B.pem").unwrap();
+        assert_eq!(url.port, 9883);
+        assert_eq!(url.prefix, "cams");
+        assert_eq!(url.password.as_deref(), Some("pw"));
+        assert_eq!(url.tls, Some(Trust::CaFile("/etc/edgeclip/ca+.pem".into())));
+        assert_eq!(url.display(), "mqtts://me@broker:9883/cams");
     }
 
     #[test]
@@ -738,13 +785,19 @@ mod tests {
             "mqtt://host/a//b",
             "mqtt://u%zz@host",
             "mqtt://[::1",
+            // A CA without TLS would silently not be used.
+            "mqtt://host?ca=/tmp/ca.pem",
+            "mqtts://host?ca=",
+            "mqtts://host?insecure=1",
         ] {
             let err = MqttUrl::parse(bad)
                 .err()
                 .unwrap_or_else(|| panic!("{bad} parsed"));
             let text = err.to_string();
             assert!(
-                text.contains(bad) && text.contains("mqtt://[USER:PASS@]HOST"),
+                text.contains(bad)
+                    && text.contains("mqtt://[USER:PASS@]HOST")
+                    && text.contains("mqtts://"),
                 "{text}"
             );
         }

@@ -20,9 +20,17 @@
 //! The spool is `SinkOptions::spool_dir/<first 16 hex digits of SHA-256(URL)>`, one per URL;
 //! a lock file keeps two edgeclip processes from delivering the same spool twice.
 //!
-//! Delivery is at least once: if edgeclip stops between the receiver's 2xx and the deletion
-//! of the file, that event is posted again on the next start. Receivers that care can
-//! de-duplicate on the event's `id`.
+//! `https://` verifies the receiver's certificate against Mozilla's roots, or, with
+//! `ca=FILE` in the query, only against the CA certificates in that PEM file
+//! ([`super::tls`]). edgeclip takes `ca=FILE` out of the URL it posts to (and names the spool
+//! after that URL); a certificate that is not trusted keeps events spooled and is logged,
+//! like any other delivery failure.
+//!
+//! Delivery is at least once: if edgeclip stops (even by `kill -9`) between the receiver's
+//! 2xx and the deletion of the file, that event is posted again on the next start. The
+//! event's `id` is written into the spool file with it at `send`, so the repeat carries the
+//! same `id` and body: receivers that care de-duplicate on `id`. Nothing else is repeated:
+//! one event is in flight at a time, so a crash repeats at most one.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -34,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::tls::{self, Trust};
 use super::{spec_error, Sink, SinkError, SinkOptions};
 use crate::events::Event;
 
@@ -55,13 +64,13 @@ pub fn spool_dir_for(spool_root: &Path, url: &str) -> PathBuf {
 }
 
 /// `00000000000000000042.json`.
-fn file_name(seq: u64) -> String {
+pub(crate) fn file_name(seq: u64) -> String {
     format!("{seq:0width$}.json", width = SEQ_DIGITS)
 }
 
 /// The sequence number of a spool file name, or `None` for anything else (temporary files,
 /// the lock, `rejected/`, stray files).
-fn parse_file_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".json")?;
     if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -97,19 +106,62 @@ fn redact(uri: &ureq::http::Uri) -> String {
     format!("{scheme}://{host}{port}{}{query}", uri.path())
 }
 
-/// Checks a webhook URL without opening anything; returns the sink's name (the URL without
-/// credentials or query string).
-pub fn check(url: &str) -> Result<String, SinkError> {
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|e| spec_error(url, &format!("not a valid URL ({e})")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none_or(str::is_empty) {
-        return Err(spec_error(
+/// A parsed webhook spec.
+struct WebhookUrl {
+    /// What is posted to: the spec without `ca=FILE`.
+    url: String,
+    /// The sink's name: the URL without credentials or query string.
+    name: String,
+    /// `https://`: the roots the receiver is verified against; `None` for `http://`.
+    tls: Option<Trust>,
+}
+
+impl WebhookUrl {
+    fn parse(spec: &str) -> Result<WebhookUrl, SinkError> {
+        const FORM: &str = "expected http://HOST[:PORT]/PATH or https://…[?ca=FILE]";
+        let (base, query) = match spec.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (spec, None),
+        };
+        let (ca, rest) = tls::take_ca(query.unwrap_or(""))
+            .map_err(|why| spec_error(spec, &format!("{why}; {FORM}")))?;
+        // Unchanged (even an empty `?`) unless `ca=` was taken out.
+        let url = if ca.is_none() {
+            spec.to_string()
+        } else if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let uri: ureq::http::Uri = url
+            .parse()
+            .map_err(|e| spec_error(spec, &format!("not a valid URL ({e})")))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(spec_error(spec, FORM)),
+        };
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(spec_error(spec, FORM));
+        }
+        if ca.is_some() && !https {
+            return Err(spec_error(
+                spec,
+                &format!("{}=FILE needs TLS: https://", tls::CA_PARAM),
+            ));
+        }
+        Ok(WebhookUrl {
+            name: redact(&uri),
             url,
-            "expected http://HOST[:PORT]/PATH or https://…",
-        ));
+            tls: https.then(|| Trust::from_ca(ca)),
+        })
     }
-    Ok(redact(&uri))
+}
+
+/// Checks a webhook URL without opening anything (a CA file is not read); returns the
+/// sink's name (the URL without credentials or query string).
+pub fn check(url: &str) -> Result<String, SinkError> {
+    Ok(WebhookUrl::parse(url)?.name)
 }
 
 /// What the sink and its delivery thread share.
@@ -174,11 +226,13 @@ enum Outcome {
 }
 
 impl WebhookSink {
-    /// Opens a webhook sink for `url` (`http://…` or `https://…`), taking over what a
-    /// previous run left in its spool.
+    /// Opens a webhook sink for `url` (`http://…` or `https://…[?ca=FILE]`), taking over
+    /// what a previous run left in its spool. A CA file is read here: missing or without
+    /// certificates, it is an error naming the file.
     pub fn open(url: &str, options: &SinkOptions) -> Result<WebhookSink, SinkError> {
-        let name = check(url)?;
-        let dir = spool_dir_for(&options.spool_dir, url);
+        let WebhookUrl { url, name, tls } = WebhookUrl::parse(url)?;
+        let tls_config = tls.map(|t| t.ureq_config(&name)).transpose()?;
+        let dir = spool_dir_for(&options.spool_dir, &url);
         let io_error = |path: &Path, source| SinkError::Io {
             sink: name.clone(),
             path: path.display().to_string(),
@@ -247,18 +301,19 @@ impl WebhookSink {
             progress: Condvar::new(),
             _lock: lock,
         });
-        let agent = ureq::Agent::config_builder()
+        let mut agent = ureq::Agent::config_builder()
             .timeout_global(Some(options.webhook_timeout))
             .http_status_as_error(false)
             .max_redirects(0)
-            .user_agent(concat!("edgeclip/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .user_agent(concat!("edgeclip/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls_config) = tls_config {
+            agent = agent.tls_config(tls_config);
+        }
         let delivery = Delivery {
             name: name.clone(),
-            url: url.to_string(),
+            url,
             dir: dir.clone(),
-            agent,
+            agent: agent.build().new_agent(),
             timeout: options.webhook_timeout,
             retry_min: options.webhook_retry_min,
             retry_max: options.webhook_retry_max.max(options.webhook_retry_min),
@@ -289,9 +344,10 @@ impl WebhookSink {
         &self.dir
     }
 
-    /// Writes `body` as spool file `seq`: temporary name, data synced, then renamed, so the
-    /// real name only ever holds a complete event. (The directory is not synced: a power cut
-    /// may forget the newest event, but never leaves a broken one.)
+    /// Writes `body` as spool file `seq`: temporary name, data synced, renamed, directory
+    /// synced. The real name only ever holds a complete event (a crash or `kill -9` leaves at
+    /// most a `.tmp-` file, removed at the next start), and once `send` has returned the
+    /// event is on disk, so not even a power cut loses it.
     fn write_spool_file(&self, seq: u64, body: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join(format!(".tmp-{}", file_name(seq)));
         let result = (|| {
@@ -302,8 +358,19 @@ impl WebhookSink {
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
+            return result;
         }
-        result
+        // The rename is an entry in the directory: without this a power cut may forget an
+        // event that `send` reports as taken. Failing here is not failing to spool (the
+        // event is under its name and will be delivered), so it is only logged.
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            log::warn!(
+                "{}: cannot sync {} ({e}); a power cut may lose the newest events",
+                self.name,
+                self.dir.display()
+            );
+        }
+        Ok(())
     }
 
     fn stop_thread(&mut self) {
@@ -428,7 +495,14 @@ impl Delivery {
             .send(&body[..]);
         let mut response = match result {
             Ok(response) => response,
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Err(e) => {
+                let tls_error = match &e {
+                    ureq::Error::Rustls(tls_error) => Some(tls_error),
+                    ureq::Error::Io(io) => tls::rustls_error_in(io),
+                    _ => None,
+                };
+                return Outcome::Retry(tls::describe(&e, tls_error));
+            }
         };
         let status = response.status().as_u16();
         // Read (a bounded part of) the body so the connection can be reused, and to quote
