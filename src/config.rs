@@ -120,6 +120,8 @@ pub struct HttpSection {
     pub enabled: Option<bool>,
     /// Address to listen on.
     pub listen: Option<String>,
+    /// File holding the bearer token every request must carry (relative to this file).
+    pub token_file: Option<PathBuf>,
 }
 
 /// The contents of `edgeclip.toml`.
@@ -190,6 +192,8 @@ pub struct Overrides {
     pub http: Option<String>,
     /// `--no-http`.
     pub no_http: bool,
+    /// `--http-token-file`, over `[http] token_file`.
+    pub http_token_file: Option<PathBuf>,
     /// `--capture-*` and `--loop`, over every camera's capture mode.
     pub capture: SourceOptions,
     /// `--no-cache`: embed every prompt, read and write no text-embedding cache.
@@ -244,6 +248,8 @@ pub struct RunConfig {
     pub sinks: Vec<String>,
     /// Health/metrics address; `None` when off.
     pub http: Option<SocketAddr>,
+    /// File holding the endpoint's bearer token; `None`: no token.
+    pub http_token_file: Option<PathBuf>,
     /// Whether the text-embedding cache is used.
     pub cache: bool,
 }
@@ -512,6 +518,10 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         max_frames: cli.max_frames.or(parsed.max_frames),
         sinks,
         http,
+        http_token_file: cli
+            .http_token_file
+            .clone()
+            .or_else(|| parsed.http.token_file.as_deref().map(relative)),
         cache: !cli.no_cache,
     })
 }

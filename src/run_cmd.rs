@@ -46,8 +46,12 @@ SINKS (--sink, repeatable; default jsonl:-)
   mqtt://[user:pass@]host[:port]/prefix
                                  MQTT (QoS 1): PREFIX/CAMERA/event, retained PREFIX/CAMERA/state,
                                  PREFIX/status online/offline, Home Assistant discovery
-  http(s)://…                    webhook POST; undelivered events are spooled on disk
+  mqtts://[user:pass@]host[:8883]/prefix[?ca=FILE]
+                                 the same over TLS
+  http(s)://…[?ca=FILE]          webhook POST; undelivered events are spooled on disk
                                  ($EDGECLIP_HOME/spool) and sent in order when it is back
+  TLS always verifies the server's certificate, against Mozilla's roots or, with ca=FILE,
+  only against the CA certificates in that PEM file (a private CA; taken out of the URL)
   gpio:PIN=LABEL[,MS]            Raspberry Pi pin high while LABEL is seen, or a MS pulse
                                  per event (build with --features gpio)
 
@@ -55,7 +59,8 @@ EVENT JSON
   {\"id\", \"ts\" (RFC 3339), \"camera\", \"frame\", \"label\", \"score\", \"top\": [{\"label\", \"score\"}],
    \"latency_ms\", \"snapshot\" (with --snapshot-dir)}
 
-ENDPOINT (--http, default 127.0.0.1:9464; --no-http)
+ENDPOINT (--http, default 127.0.0.1:9464; --no-http; --http-token-file FILE: every request
+          needs Authorization: Bearer TOKEN, else 401)
   /healthz  JSON: cameras, counters, labels version, last error
   /metrics  Prometheus: frames captured/dropped/failed, stage latency histograms, events per
             label, reloads, sink backlog
@@ -133,6 +138,9 @@ pub struct RunArgs {
     /// No health/metrics endpoint.
     #[arg(long, conflicts_with = "http")]
     pub no_http: bool,
+    /// File holding a bearer token the endpoint requires of every request.
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// Validate the configuration (model, labels, sources, sinks) and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -201,6 +209,7 @@ fn overrides(g: &Global, a: &RunArgs) -> Result<Overrides> {
         },
         http: a.http.clone(),
         no_http: a.no_http,
+        http_token_file: a.http_token_file.clone(),
         no_cache: g.no_cache,
     })
 }

@@ -842,3 +842,145 @@ fn an_ffmpeg_source_is_classified() {
     );
     assert_cat_events(&out, "gate");
 }
+
+/// One GET written by hand, so that the request target reaches the server exactly as given
+/// (an HTTP client would normalise `/../`): (status, head, body).
+fn raw_get(port: u16, target: &str, authorization: Option<&str>) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head}"));
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn the_endpoint_requires_its_bearer_token_and_serves_no_files() {
+    let _serial = serial();
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("token");
+
+    // An empty token file stops the start, naming the file.
+    std::fs::write(&token_file, "\n").unwrap();
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let base = [
+        "--labels",
+        "examples/labels.txt",
+        "--source",
+        "pattern:",
+        "--fps",
+        "5",
+        "--sink",
+        "jsonl:-",
+        "--http",
+        &http,
+        "--http-token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let mut args = vec!["run"];
+    args.extend(base);
+    let out = common::edgeclip(home.path(), &args);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&token_file.display().to_string()) && err.contains("empty"),
+        "{err}"
+    );
+
+    std::fs::write(&token_file, "tok-3n_42\n").unwrap();
+    let mut child = spawn_run(home.path(), &base);
+    let log = log_of(&mut child);
+    let up = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the endpoint did not come up");
+    let traversal = [
+        "/../../etc/passwd",
+        "/..%2f..%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/healthz/../../../etc/passwd",
+    ];
+    for target in ["/", "/healthz", "/metrics", "/snapshot.jpg"]
+        .iter()
+        .chain(&traversal)
+    {
+        for auth in [None, Some("Bearer wrong"), Some("Basic tok-3n_42")] {
+            let (status, head, _) = raw_get(port, target, auth);
+            assert_eq!(status, 401, "{target} with {auth:?}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+                "{head}"
+            );
+        }
+    }
+    let good = Some("Bearer tok-3n_42");
+    let (status, _, body) = raw_get(port, "/healthz", good);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"cameras\""), "{body}");
+    assert_eq!(raw_get(port, "/metrics", good).0, 200);
+    for target in traversal {
+        let (status, _, body) = raw_get(port, target, good);
+        assert_eq!(status, 404, "{target}: {body}");
+        assert!(!body.contains("root:"), "{target}: {body}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    assert!(
+        !log.contains("beyond this host"),
+        "loopback with a token: no warning\n{log}"
+    );
+
+    // Beyond loopback without a token: it starts, with a warning.
+    let port = free_port();
+    let http = format!("0.0.0.0:{port}");
+    let mut child = spawn_run(
+        home.path(),
+        &[
+            "--labels",
+            "examples/labels.txt",
+            "--source",
+            "pattern:",
+            "--fps",
+            "5",
+            "--sink",
+            "jsonl:-",
+            "--http",
+            &http,
+        ],
+    );
+    let log = log_of(&mut child);
+    let up = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    assert!(up, "the endpoint did not come up\n{log}");
+    assert!(
+        log.contains("WARN")
+            && log.contains("beyond this host")
+            && log.contains("--http-token-file"),
+        "{log}"
+    );
+}

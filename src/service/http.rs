@@ -1,16 +1,24 @@
 //! The operations endpoint: `/healthz` (JSON), `/metrics` (Prometheus text), `/snapshot.jpg`.
 //!
 //! Read-only and bound to loopback by default: it shows what the device sees, so exposing
-//! it beyond the host is the operator's explicit choice (`--http 0.0.0.0:9464`).
+//! it beyond the host is the operator's explicit choice (`--http 0.0.0.0:9464`), logged as a
+//! warning unless a bearer token guards it (`--http-token-file`). With a token, every route
+//! answers 401 (`WWW-Authenticate: Bearer`) to a request without `Authorization: Bearer
+//! TOKEN`.
+//!
+//! The four routes are fixed strings: no part of a request names a file, so no request can
+//! read the filesystem (`/../../etc/passwd` is just an unknown route, 404).
 
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use serde_json::json;
-use tiny_http::{Header, Response, Server};
+use sha2::{Digest, Sha256};
+use tiny_http::{Header, Request, Response, Server};
 
 use super::metrics::{header, label_value};
 use super::{lock, ServiceError, ServiceState};
@@ -30,9 +38,78 @@ impl HttpServer {
     }
 }
 
-/// Starts serving `state` on `addr`.
+/// The bearer token requests must carry. Only its SHA-256 is kept: comparing digests takes
+/// the same time whatever the guess and whatever its length, so timing tells an attacker
+/// nothing about the token.
+pub(super) struct Token {
+    digest: [u8; 32],
+}
+
+impl Token {
+    /// Reads the token from `path`: the file's text without surrounding white space; empty,
+    /// unreadable or not a valid token (printable ASCII, no spaces) is an error naming the
+    /// file.
+    pub(super) fn read(path: &Path) -> Result<Token, String> {
+        let fail = |why: String| format!("token file {}: {why}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(fail("empty".into()));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(
+                "the token must be printable ASCII without spaces (it travels in an HTTP header)"
+                    .into(),
+            ));
+        }
+        Ok(Token::new(token))
+    }
+
+    fn new(token: &str) -> Token {
+        Token {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Whether an `Authorization` header value is `Bearer` with this token.
+    fn accepts(&self, authorization: Option<&str>) -> bool {
+        let Some((scheme, given)) = authorization.and_then(|v| v.trim().split_once(' ')) else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        let differing = given
+            .iter()
+            .zip(&self.digest)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // Both halves always evaluated: no early exit on the scheme either.
+        scheme.eq_ignore_ascii_case("bearer") & (differing == 0)
+    }
+}
+
+/// The routes. Fixed strings only: a request path never reaches the filesystem.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Index,
+    Healthz,
+    Metrics,
+    Snapshot,
+    NotFound,
+}
+
+fn route(path: &str) -> Route {
+    match path {
+        "/" => Route::Index,
+        "/healthz" => Route::Healthz,
+        "/metrics" => Route::Metrics,
+        "/snapshot.jpg" => Route::Snapshot,
+        _ => Route::NotFound,
+    }
+}
+
+/// Starts serving `state` on `addr`; with a `token`, only to requests that carry it.
 pub(super) fn serve(
     addr: SocketAddr,
+    token: Option<Token>,
     state: Arc<ServiceState>,
 ) -> Result<HttpServer, ServiceError> {
     let server = Arc::new(Server::http(addr).map_err(|e| ServiceError::Http {
@@ -40,28 +117,21 @@ pub(super) fn serve(
         reason: format!("{e} (another edgeclip running? pick a port with --http, or --no-http)"),
     })?);
     log::info!("health and metrics on http://{addr}/healthz and /metrics");
+    if token.is_none() && !addr.ip().is_loopback() {
+        log::warn!(
+            "http endpoint {addr} is reachable beyond this host and has no token: anyone who \
+             can reach it sees the cameras (/snapshot.jpg); set --http-token-file"
+        );
+    }
     let thread = {
         let server = server.clone();
         std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
                 for request in server.incoming_requests() {
-                    let url = request.url().to_string();
-                    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-                    let response = match path {
-                        "/healthz" => json_response(&healthz(&state)),
-                        "/metrics" => text_response(
-                            metrics(&state),
-                            "text/plain; version=0.0.4; charset=utf-8",
-                            200,
-                        ),
-                        "/snapshot.jpg" => snapshot(&state, query),
-                        "/" => text_response(
-                            "edgeclip: /healthz /metrics /snapshot.jpg?camera=NAME\n".into(),
-                            "text/plain; charset=utf-8",
-                            200,
-                        ),
-                        _ => text_response("not found\n".into(), "text/plain", 404),
+                    let response = match &token {
+                        Some(token) if !token.accepts(authorization(&request)) => unauthorized(),
+                        _ => respond(&request, &state),
                     };
                     if let Err(e) = request.respond(response) {
                         log::debug!("http: {e}");
@@ -74,6 +144,49 @@ pub(super) fn serve(
 }
 
 type Body = Response<std::io::Cursor<Vec<u8>>>;
+
+/// The answer to an authorised request.
+fn respond(request: &Request, state: &ServiceState) -> Body {
+    let url = request.url();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    match route(path) {
+        Route::Healthz => json_response(&healthz(state)),
+        Route::Metrics => text_response(
+            metrics(state),
+            "text/plain; version=0.0.4; charset=utf-8",
+            200,
+        ),
+        Route::Snapshot => snapshot(state, query),
+        Route::Index => text_response(
+            "edgeclip: /healthz /metrics /snapshot.jpg?camera=NAME\n".into(),
+            "text/plain; charset=utf-8",
+            200,
+        ),
+        Route::NotFound => text_response("not found\n".into(), "text/plain", 404),
+    }
+}
+
+/// The request's `Authorization` header, if any.
+fn authorization(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str())
+}
+
+/// 401, telling the client which scheme to use (RFC 6750).
+fn unauthorized() -> Body {
+    let body = text_response(
+        "a bearer token is required (Authorization: Bearer TOKEN)\n".into(),
+        "text/plain; charset=utf-8",
+        401,
+    );
+    match Header::from_bytes("WWW-Authenticate", r#"Bearer realm="edgeclip""#) {
+        Ok(h) => body.with_header(h),
+        Err(()) => body,
+    }
+}
 
 fn with_type(r: Body, content_type: &str) -> Body {
     match Header::from_bytes("Content-Type", content_type) {
@@ -379,5 +492,70 @@ fn snapshot(state: &ServiceState, query: &str) -> Body {
     match super::encode_jpeg(&img) {
         Ok(bytes) => with_type(Response::from_data(bytes), "image/jpeg"),
         Err(e) => text_response(format!("{e}\n"), "text/plain", 500),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_read_from_a_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret-Token_1\n").unwrap();
+        let token = Token::read(&file).unwrap();
+        assert!(token.accepts(Some("Bearer s3cret-Token_1")));
+        assert!(token.accepts(Some("bearer s3cret-Token_1")));
+        for wrong in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Bearer s3cret-Token_"),
+            Some("Bearer s3cret-Token_12"),
+            Some("Basic s3cret-Token_1"),
+            Some("s3cret-Token_1"),
+        ] {
+            assert!(!token.accepts(wrong), "{wrong:?} accepted");
+        }
+
+        for (text, why) in [
+            ("", "empty"),
+            (" \n\t", "empty"),
+            ("two words", "printable ASCII"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Token::read(&file).err().expect("bad token file accepted");
+            assert!(
+                err.contains(&file.display().to_string()) && err.contains(why),
+                "{err}"
+            );
+        }
+        let missing = dir.path().join("missing");
+        let err = Token::read(&missing).err().expect("missing file accepted");
+        assert!(
+            err.contains("token file") && err.contains("missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_fixed_paths_are_routes() {
+        assert_eq!(route("/healthz"), Route::Healthz);
+        assert_eq!(route("/metrics"), Route::Metrics);
+        assert_eq!(route("/snapshot.jpg"), Route::Snapshot);
+        assert_eq!(route("/"), Route::Index);
+        for path in [
+            "/../../etc/passwd",
+            "/..%2f..%2fetc%2fpasswd",
+            "//etc/passwd",
+            "/healthz/../../etc/passwd",
+            "/healthz/",
+            "/snapshot.jpg/../x",
+            "",
+        ] {
+            assert_eq!(route(path), Route::NotFound, "{path}");
+        }
     }
 }

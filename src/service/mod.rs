@@ -278,9 +278,26 @@ pub fn check(config: &RunConfig) -> Result<Vec<String>, ServiceError> {
         report.push(format!("sink {}", sink::check(s)?));
     }
     if let Some(addr) = config.http {
-        report.push(format!("http http://{addr}/healthz"));
+        let guard = match (http_token(config)?, &config.http_token_file) {
+            (Some(_), Some(file)) => format!(" (bearer token from {})", file.display()),
+            _ => String::new(),
+        };
+        report.push(format!("http http://{addr}/healthz{guard}"));
     }
     Ok(report)
+}
+
+/// The endpoint's bearer token, read from its file; `None` without a file or endpoint.
+fn http_token(config: &RunConfig) -> Result<Option<http::Token>, ServiceError> {
+    let (Some(addr), Some(file)) = (config.http, &config.http_token_file) else {
+        return Ok(None);
+    };
+    http::Token::read(file)
+        .map(Some)
+        .map_err(|reason| ServiceError::Http {
+            addr: addr.to_string(),
+            reason,
+        })
 }
 
 fn open_engine(config: &RunConfig) -> Result<(Engine, Bundle, Precision), ServiceError> {
@@ -491,6 +508,8 @@ pub fn run(
             })?,
         );
     }
+    // Before the model loads: a bad token file fails at once.
+    let http_token = http_token(config)?;
     let sink_options = SinkOptions::default();
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for s in &config.sinks {
@@ -595,7 +614,7 @@ pub fn run(
         last_error: Mutex::new(None),
     });
     let server = match config.http {
-        Some(addr) => Some(http::serve(addr, state.clone())?),
+        Some(addr) => Some(http::serve(addr, http_token, state.clone())?),
         None => None,
     };
 
