@@ -685,4 +685,26 @@ roi = [0.0, 0.5, 1.0, 0.5]
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/edgeclip.toml");
         resolve(Some(&p), &Overrides::default()).unwrap();
     }
+
+    #[test]
+    fn the_endpoint_token_file_is_relative_to_the_config_and_the_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(
+            dir.path(),
+            "edgeclip.toml",
+            "labels = \"labels.txt\"\n[http]\ntoken_file = \"secrets/token\"\n\
+             [[camera]]\nname = \"c\"\nsource = \"pattern:\"\n",
+        );
+        let rc = resolve(Some(&cfg), &Overrides::default()).unwrap();
+        assert_eq!(rc.http_token_file, Some(dir.path().join("secrets/token")));
+        let cli = Overrides {
+            http_token_file: Some(PathBuf::from("/run/edgeclip/token")),
+            ..Default::default()
+        };
+        let rc = resolve(Some(&cfg), &cli).unwrap();
+        assert_eq!(
+            rc.http_token_file,
+            Some(PathBuf::from("/run/edgeclip/token"))
+        );
+    }
 }
