@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::bundle::{edgeclip_home, Precision};
 use crate::encoder::{Backend, OrtOptions};
+use crate::limits::{read_text_capped, MAX_CONFIG_BYTES};
 use crate::source::SourceOptions;
 
 /// Why a board profile is unusable.
@@ -143,12 +144,17 @@ pub fn board_dirs(config_dir: Option<&Path>) -> Vec<PathBuf> {
 }
 
 fn read_profile(path: &Path) -> Result<BoardProfile, BoardError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BoardError::Io {
+    let text = read_text_capped(path, MAX_CONFIG_BYTES).map_err(|source| BoardError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| BoardError::Parse {
-        path: path.display().to_string(),
+    parse_profile(&text, &path.display().to_string())
+}
+
+/// Parses a board profile; `origin` names it in errors.
+pub(crate) fn parse_profile(text: &str, origin: &str) -> Result<BoardProfile, BoardError> {
+    toml::from_str(text).map_err(|e| BoardError::Parse {
+        path: origin.to_string(),
         message: e.to_string(),
     })
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::limits::{read_text_capped, MAX_CONFIG_BYTES};
 use crate::preprocess::{Interpolation, PreprocessSpec, ResizeMode, CLIP_MEAN, CLIP_STD};
 
 /// Name of the bundle used when `--model` is not given: the small pretrained image–text model
@@ -449,8 +450,9 @@ pub fn file_sha256(path: &Path) -> Result<String, BundleError> {
     Ok(digest)
 }
 
+/// Reads a manifest or JSON config (small files, so capped at [`MAX_CONFIG_BYTES`]).
 fn read_text(path: &Path) -> Result<String, BundleError> {
-    fs::read_to_string(path).map_err(|source| BundleError::Io {
+    read_text_capped(path, MAX_CONFIG_BYTES).map_err(|source| BundleError::Io {
         path: path.to_path_buf(),
         source,
     })

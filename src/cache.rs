@@ -6,11 +6,18 @@
 //! power cut. A foreign file (other key, other format) is discarded; a corrupt tail is
 //! cut off at the last good record. The cache is an accelerator, never a source of
 //! truth: when it cannot be written (read-only or full disk), classification goes on.
+//!
+//! A failed append is cut back off the file (a full disk leaves no torn record for the
+//! next open to repair) and its prompts are kept as unsaved; the failure is reported once.
+//! The first insert at least [`WRITE_RETRY`] later tries again, quietly, to write everything
+//! unsaved, so once the disk has room the next new prompt brings the file up to date, and a
+//! disk that stays full costs one failed write per [`WRITE_RETRY`], not one per prompt.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -20,6 +27,8 @@ const MAGIC: &[u8; 8] = b"EDGCLIPT";
 const VERSION: u32 = 1;
 /// Longest prompt stored; anything longer in a file means the file is damaged.
 const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// After a failed write, how long inserts only keep prompts in memory before writing again.
+pub const WRITE_RETRY: Duration = Duration::from_secs(5);
 
 /// Errors writing the cache (reading problems are repaired, not reported as errors).
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +73,7 @@ impl CacheKey {
         text
     }
 
-    fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         let h = hex::encode(Sha256::digest(self.text().as_bytes()));
         format!("{}.emb", &h[..24])
     }
@@ -89,9 +98,18 @@ pub struct EmbeddingCache {
     key: CacheKey,
     entries: HashMap<String, Embedding>,
     state: CacheState,
-    /// `None` until the first append; also `None` for good after a write failure.
+    /// `None` until the first append, and again after a write failure.
     writer: Option<File>,
-    write_failed: bool,
+    /// Length of the file up to its last complete record, while `writer` is open.
+    good_len: u64,
+    /// Prompts held in memory but not yet in the file (a write failed).
+    unsaved: Vec<String>,
+    /// The file must be written from scratch, header and every entry: it is new, foreign,
+    /// or a failed write could not be cut back off it.
+    rewrite: bool,
+    /// Set by a failed write (which has been reported) until a write succeeds: when the
+    /// next attempt is due.
+    retry_at: Option<Instant>,
 }
 
 impl EmbeddingCache {
@@ -128,9 +146,12 @@ impl EmbeddingCache {
             path,
             key,
             entries,
+            rewrite: matches!(state, CacheState::New | CacheState::Foreign),
             state,
             writer: None,
-            write_failed: false,
+            good_len: 0,
+            unsaved: Vec::new(),
+            retry_at: None,
         }
     }
 
@@ -159,52 +180,99 @@ impl EmbeddingCache {
         self.entries.get(prompt)
     }
 
-    /// Stores an embedding in memory and appends it to the file. A write failure is
-    /// returned once and then writing stops, so a full disk does not spam the log.
+    /// Stores an embedding in memory and writes it, with any earlier prompts a failed write
+    /// left unsaved, to the file. A write failure is returned once; later failures are
+    /// silent until a write succeeds again (see the [module documentation](self)).
     pub fn insert(&mut self, prompt: &str, embedding: Embedding) -> Result<(), CacheError> {
-        let result = if self.write_failed || embedding.as_slice().len() != self.key.dim {
-            Ok(())
-        } else {
-            self.append(prompt, &embedding).map_err(|source| {
-                self.write_failed = true;
-                self.writer = None;
-                CacheError::Io {
+        if embedding.as_slice().len() != self.key.dim {
+            self.entries.insert(prompt.to_string(), embedding);
+            return Ok(());
+        }
+        self.entries.insert(prompt.to_string(), embedding);
+        self.unsaved.push(prompt.to_string());
+        let failing = self.retry_at.is_some();
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        match self.write_unsaved() {
+            Ok(saved) => {
+                if self.retry_at.take().is_some() {
+                    log::info!(
+                        "{}: writable again; {saved} embeddings saved",
+                        self.path.display()
+                    );
+                }
+                Ok(())
+            }
+            Err(source) => {
+                self.retry_at = Some(Instant::now() + WRITE_RETRY);
+                if failing {
+                    return Ok(());
+                }
+                Err(CacheError::Io {
                     path: self.path.clone(),
                     source,
-                }
-            })
-        };
-        self.entries.insert(prompt.to_string(), embedding);
-        result
+                })
+            }
+        }
     }
 
-    fn append(&mut self, prompt: &str, embedding: &Embedding) -> std::io::Result<()> {
+    /// Writes the unsaved prompts (everything, when the file must be rewritten) in one
+    /// write; returns how many. On failure the file is cut back to its last good record.
+    fn write_unsaved(&mut self) -> std::io::Result<usize> {
         if self.writer.is_none() {
             if let Some(dir) = self.path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let fresh = matches!(self.state, CacheState::New | CacheState::Foreign);
-            let mut f = if fresh {
+            let f = if self.rewrite {
                 File::create(&self.path)?
             } else {
                 OpenOptions::new().append(true).open(&self.path)?
             };
-            if fresh {
-                f.write_all(&header(&self.key))?;
-                self.state = CacheState::Intact;
-            }
+            self.good_len = f.metadata()?.len();
             self.writer = Some(f);
         }
-        let rec = record(prompt, embedding.as_slice());
-        match self.writer.as_mut() {
-            // One write per record: a crash leaves at most one torn record, which the CRC catches.
-            Some(f) => f.write_all(&rec),
-            None => Ok(()),
+        let mut bytes = Vec::new();
+        let prompts: Vec<&String> = if self.rewrite {
+            bytes.extend_from_slice(&header(&self.key));
+            self.entries.keys().collect()
+        } else {
+            self.unsaved.iter().collect()
+        };
+        let mut saved = 0;
+        for prompt in prompts {
+            if let Some(e) = self.entries.get(prompt.as_str()) {
+                bytes.extend_from_slice(&record(prompt, e.as_slice()));
+                saved += 1;
+            }
+        }
+        let Some(f) = self.writer.as_mut() else {
+            return Ok(0);
+        };
+        // One write: a crash leaves at most one torn record, which the CRC catches.
+        match f.write_all(&bytes) {
+            Ok(()) => {
+                self.good_len += bytes.len() as u64;
+                self.unsaved.clear();
+                self.rewrite = false;
+                self.state = CacheState::Intact;
+                Ok(saved)
+            }
+            Err(e) => {
+                // A full disk may have taken part of the write: cut it off, so that the
+                // next write follows the last good record. If even that fails, the file
+                // is written afresh next time.
+                if f.set_len(self.good_len).is_err() {
+                    self.rewrite = true;
+                }
+                self.writer = None;
+                Err(e)
+            }
         }
     }
 }
 
-fn header(key: &CacheKey) -> Vec<u8> {
+pub(crate) fn header(key: &CacheKey) -> Vec<u8> {
     let text = key.text();
     let mut h = Vec::with_capacity(16 + text.len());
     h.extend_from_slice(MAGIC);
@@ -214,7 +282,7 @@ fn header(key: &CacheKey) -> Vec<u8> {
     h
 }
 
-fn record(prompt: &str, values: &[f32]) -> Vec<u8> {
+pub(crate) fn record(prompt: &str, values: &[f32]) -> Vec<u8> {
     let mut r = Vec::with_capacity(8 + prompt.len() + 4 * values.len());
     r.extend_from_slice(&(prompt.len() as u32).to_le_bytes());
     r.extend_from_slice(prompt.as_bytes());
@@ -387,5 +455,28 @@ mod tests {
         // Reported once, then silent; the entry is still served.
         assert!(c.insert("b", emb(2.0)).is_ok());
         assert_eq!(c.get("a"), Some(&emb(1.0)));
+    }
+
+    #[test]
+    fn prompts_left_unsaved_by_a_failed_write_are_written_once_the_disk_takes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        fs::write(&cache_dir, b"a file where the cache dir should be").unwrap();
+        let mut c = EmbeddingCache::open(&cache_dir, key("m1"));
+        assert!(c.insert("a", emb(1.0)).is_err());
+        // Within WRITE_RETRY: kept in memory, no second report.
+        assert!(c.insert("b", emb(2.0)).is_ok());
+        assert_eq!(c.unsaved, ["a", "b"]);
+        fs::remove_file(&cache_dir).unwrap();
+        // As if WRITE_RETRY had passed: the next insert writes all three.
+        c.retry_at = Some(Instant::now());
+        assert!(c.insert("c", emb(3.0)).is_ok());
+        assert!(c.unsaved.is_empty());
+        assert!(c.retry_at.is_none());
+        drop(c);
+        let c = EmbeddingCache::open(&cache_dir, key("m1"));
+        assert_eq!(c.state(), CacheState::Intact);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get("b"), Some(&emb(2.0)));
     }
 }

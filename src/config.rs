@@ -15,6 +15,7 @@ use crate::board::{self, BoardError};
 use crate::bundle::{Precision, DEFAULT_MODEL};
 use crate::encoder::{Backend, OrtOptions};
 use crate::events::{parse_consensus, EmitMode, EventPolicy};
+use crate::limits::{read_text_capped, MAX_CONFIG_BYTES};
 use crate::source::SourceOptions;
 
 /// Default address of the health/metrics endpoint (Prometheus' node-exporter range).
@@ -255,12 +256,20 @@ pub struct RunConfig {
 }
 
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = read_text_capped(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.display().to_string(),
+    parse_toml(&text, &path.display().to_string())
+}
+
+/// Parses TOML text; `origin` names it in errors.
+pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
         message: e.to_string(),
     })
 }
@@ -374,6 +383,15 @@ pub fn resolve(file: Option<&Path>, cli: &Overrides) -> Result<RunConfig, Config
         Some(p) => read_config_file(p)?,
         None => ConfigFile::default(),
     };
+    resolve_parsed(parsed, file, cli)
+}
+
+/// [`resolve`] for a config file already parsed; `file` names it (errors, relative paths).
+pub(crate) fn resolve_parsed(
+    parsed: ConfigFile,
+    file: Option<&Path>,
+    cli: &Overrides,
+) -> Result<RunConfig, ConfigError> {
     let origin = file
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "command line".into());

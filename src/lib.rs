@@ -20,7 +20,10 @@ pub mod encoder;
 pub mod engine;
 pub mod eval;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod labels;
+pub mod limits;
 pub mod preprocess;
 pub mod service;
 pub mod sink;

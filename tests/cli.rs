@@ -459,3 +459,47 @@ fn boards_lists_profiles_and_board_profiles_apply() {
         stderr(&o)
     );
 }
+
+#[test]
+fn oversized_config_and_label_files_are_refused_by_name() {
+    let home = tempfile::tempdir().unwrap();
+    // A config file of 2 MiB (a wrong file, e.g. a log, passed as --config).
+    let big = home.path().join("big.toml");
+    let mut text = String::from("# padding\n");
+    while text.len() <= 2 << 20 {
+        text.push_str("# a comment line that only takes up room in the file\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    let out = edgeclip(
+        home.path(),
+        &["run", "--config", big.to_str().unwrap(), "--check-config"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("big.toml") && err.contains("larger than the 1048576-byte limit"),
+        "{err}"
+    );
+
+    // More labels than a file may hold: refused with the file and line.
+    let labels = home.path().join("labels.txt");
+    let many: String = (0..=edgeclip::limits::MAX_LABELS)
+        .map(|i| format!("thing {i}\n"))
+        .collect();
+    std::fs::write(&labels, many).unwrap();
+    let out = edgeclip(
+        home.path(),
+        &[
+            "classify",
+            "--labels",
+            labels.to_str().unwrap(),
+            "examples/images/rocket.jpg",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("labels.txt:10001") && err.contains("10000"),
+        "{err}"
+    );
+}

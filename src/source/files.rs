@@ -7,6 +7,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::limits::read_capped;
+
 /// Largest encoded image read (bytes): a larger "image" is a mistake, not a photo.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
@@ -37,12 +39,10 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// Larger than [`MAX_IMAGE_BYTES`].
-    #[error("{path}: {size} bytes, larger than the {MAX_IMAGE_BYTES}-byte limit for one image")]
+    #[error("{path}: larger than the {MAX_IMAGE_BYTES}-byte limit for one image")]
     TooLarge {
         /// The input.
         path: String,
-        /// Its size.
-        size: u64,
     },
     /// Zero bytes.
     #[error("{path}: empty")]
@@ -125,21 +125,15 @@ impl PathSource {
     }
 }
 
-fn read_limited(mut r: impl Read, path: &str) -> Result<Vec<u8>, SourceError> {
-    let mut bytes = Vec::new();
-    r.by_ref()
-        .take(MAX_IMAGE_BYTES + 1)
-        .read_to_end(&mut bytes)
+fn read_limited(r: impl Read, path: &str) -> Result<Vec<u8>, SourceError> {
+    let bytes = read_capped(r, MAX_IMAGE_BYTES)
         .map_err(|source| SourceError::Io {
             path: path.to_string(),
             source,
-        })?;
-    if bytes.len() as u64 > MAX_IMAGE_BYTES {
-        return Err(SourceError::TooLarge {
+        })?
+        .ok_or_else(|| SourceError::TooLarge {
             path: path.to_string(),
-            size: bytes.len() as u64,
-        });
-    }
+        })?;
     if bytes.is_empty() {
         return Err(SourceError::Empty {
             path: path.to_string(),

@@ -13,8 +13,8 @@
 mod capture;
 mod ffmpeg;
 mod files;
-mod http;
-mod mjpeg;
+pub(crate) mod http;
+pub(crate) mod mjpeg;
 mod pattern;
 mod replay;
 mod slot;

@@ -2,12 +2,12 @@
 //! pattern, in name order, at a frame rate; and the pacing shared by the synthetic sources.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::files::{IMAGE_EXTENSIONS, MAX_IMAGE_BYTES};
 use super::{CaptureError, FrameData, FrameSource};
+use crate::limits::read_capped;
 
 /// Frame rate of a replay when none is configured: slow enough to watch events go by,
 /// fast enough to look like a camera.
@@ -174,13 +174,9 @@ fn has_image_extension(p: &Path) -> bool {
 /// Reads one file, at most [`MAX_IMAGE_BYTES`].
 fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
     let file = fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_IMAGE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_IMAGE_BYTES {
-        return Err(format!("larger than the {MAX_IMAGE_BYTES}-byte limit"));
-    }
+    let bytes = read_capped(file, MAX_IMAGE_BYTES)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("larger than the {MAX_IMAGE_BYTES}-byte limit"))?;
     if bytes.is_empty() {
         return Err("empty file".into());
     }
