@@ -4,6 +4,24 @@
 //! the prompts of an edited file never stalls inference; only prompts the cache has not seen
 //! go through the text tower. A broken edit is logged with its file:line and reported by
 //! `/healthz`, and the last good label set keeps running.
+//!
+//! # When an edit counts as finished
+//!
+//! The file is read every [`POLL`]. Nothing tells a reader that a writer is done, so a
+//! changed file is applied only when
+//!
+//! 1. two reads in a row, [`POLL`] apart, give the same bytes: a writer that saves in
+//!    several writes with pauses shorter than [`POLL`] is still writing at one of them; and
+//! 2. if it is empty or its last line has no newline (the state of a file truncated and
+//!    not yet written, or caught mid-line), those bytes have been there for
+//!    [`INCOMPLETE_SETTLE`]: a writer paused mid-line is waited for, and a file saved
+//!    without a final newline (some editors do) still applies, later.
+//!
+//! A writer that stops for longer than [`POLL`] exactly at a line end leaves a file that
+//! looks finished, and it is applied; anything slower than a person saving should write a
+//! temporary file and rename it over the label file, which is atomic: the watcher reads
+//! the old file or the new one, never a mix (a moment without the name is logged once
+//! and the running set kept).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +39,10 @@ use crate::labels::LabelSet;
 /// How often the label file is read. Edits apply after two equal reads (so a file caught
 /// half-written is not applied), i.e. within 2 × this plus the embedding time.
 pub const POLL: Duration = Duration::from_millis(250);
+
+/// How long an empty file, or one whose last line has no newline, must stay unchanged
+/// before it is applied (see the [module documentation](self)).
+pub const INCOMPLETE_SETTLE: Duration = Duration::from_secs(2);
 
 /// What `/healthz` shows about the labels.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -79,6 +101,11 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Whether `bytes` may be a writer's unfinished work: empty, or ending mid-line.
+fn looks_unfinished(bytes: &[u8]) -> bool {
+    !bytes.ends_with(b"\n")
+}
+
 fn build(engine: &mut Engine, bytes: &[u8], path: &Path) -> Result<Classifier, String> {
     let set = LabelSet::parse(bytes, &path.display().to_string()).map_err(|e| e.to_string())?;
     let t = Instant::now();
@@ -127,7 +154,8 @@ pub fn start(
                 Ok(()) => *lock(&shared.text_backend) = engine.text_backend(),
                 Err(e) => log::warn!("text tower: {e}; label edits will fail until it loads"),
             }
-            let mut seen = applied;
+            // A content not yet applied, and when it was first read.
+            let mut seen: Option<([u8; 32], Instant)> = None;
             let mut last_read_error: Option<String> = None;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(POLL);
@@ -147,14 +175,21 @@ pub fn start(
                 last_read_error = None;
                 let d = digest(&bytes);
                 if d == applied {
-                    seen = d;
+                    seen = None;
                     continue;
                 }
-                if d != seen {
-                    // Changed since the last read: wait one more poll for the writer to finish.
-                    seen = d;
+                let since = match seen {
+                    Some((s, since)) if s == d => since,
+                    _ => {
+                        // Changed since the last read: wait one more poll for the writer to finish.
+                        seen = Some((d, Instant::now()));
+                        continue;
+                    }
+                };
+                if looks_unfinished(&bytes) && since.elapsed() < INCOMPLETE_SETTLE {
                     continue;
                 }
+                seen = None;
                 applied = d;
                 match build(&mut engine, &bytes, &path) {
                     Ok(c) => {

@@ -5,6 +5,10 @@
 //! logrotate would: when the next line would take `PATH` past
 //! [`SinkOptions::jsonl_max_bytes`], `PATH.K-1` → `PATH.K`, …, `PATH` → `PATH.1`, and a
 //! fresh `PATH` is started; at most [`SinkOptions::jsonl_keep`] old files are kept.
+//!
+//! On a full disk `send` fails for that event (the service counts and logs it) and cuts off
+//! whatever part of the line was written, so the file holds only whole lines; writing
+//! resumes by itself once there is room.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -170,11 +174,16 @@ impl Sink for JsonlSink {
                 }
                 // One write of the whole line: with O_APPEND a reader (tail -f) never sees
                 // half a line from us, and there is no user-space buffer to flush.
-                file.write_all(&line).map_err(|source| SinkError::Io {
-                    sink: self.name.clone(),
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                if let Err(source) = file.write_all(&line) {
+                    // A full disk may have taken part of the line: cut it off, so that the
+                    // next line (once there is room) does not continue a torn one.
+                    let _ = file.set_len(*size);
+                    return Err(SinkError::Io {
+                        sink: self.name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
                 *size += len;
                 Ok(())
             }
