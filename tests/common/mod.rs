@@ -206,3 +206,60 @@ pub fn stats(pairs: &[(String, f32)]) -> Stats {
     let mean = pairs.iter().map(|p| p.1).sum::<f32>() / pairs.len().max(1) as f32;
     Stats { min, mean, worst }
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `edgeclip run ARGS` in the repository root with EDGECLIP_HOME set to `home`, logging at
+/// info, all three standard streams piped; the caller may change them before spawning.
+pub fn run_command(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeclip"));
+    cmd.arg("run")
+        .args(args)
+        .env("EDGECLIP_HOME", home)
+        .env_remove("EDGECLIP_MODEL")
+        .env("RUST_LOG", "edgeclip=info")
+        .current_dir(repo())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Reads a child's stderr (the log) in the background; the text comes back when it ends.
+pub fn collect_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    })
+}
+
+/// Calls `done` every 20 ms until it returns true (true) or `limit` passes (false).
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM to a child (a clean stop: sinks drain, files are synced).
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {}", child.id());
+}
