@@ -253,7 +253,9 @@ impl Engine {
         let e = self.embed_text_uncached(text)?;
         if let Some(cache) = self.cache.as_mut() {
             if let Err(err) = cache.insert(text, e.clone()) {
-                log::warn!("{err}; text embeddings will not be cached");
+                // The cache keeps the embedding in memory and writes it (with any others it
+                // missed) once the disk takes writes again; see `cache`.
+                log::warn!("{err}; text embeddings stay in memory until the cache can be written");
             }
         }
         Ok((e, false))

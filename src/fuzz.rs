@@ -97,7 +97,7 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         name: "spool",
-        what: "webhook spool directory entries (name per line)",
+        what: "webhook spool directory scan (one file name per line)",
         run: spool,
         max_len: 4 << 10,
     },
@@ -382,17 +382,43 @@ fn cache(data: &[u8]) {
     }
 }
 
+/// Spool file names: each input line becomes a file (any bytes a Linux name may hold) in
+/// an empty directory, which is then scanned as at start-up: exactly the names that parse
+/// must come back, in sequence order, and each must round-trip.
 fn spool(data: &[u8]) {
-    use crate::sink::webhook::{file_name, parse_file_name};
-    for line in data.split(|&b| b == b'\n') {
+    use std::os::unix::ffi::OsStrExt;
+
+    use crate::sink::webhook::{file_name, parse_file_name, scan};
+    let dir = scratch().join("spool");
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let mut expected = Vec::new();
+    for line in data.split(|&b| b == b'\n').take(64) {
+        let name = std::ffi::OsStr::from_bytes(line);
+        if line.is_empty() || line.contains(&b'/') || line.contains(&0) || line.len() > 255 {
+            continue;
+        }
+        if std::fs::write(dir.join(name), b"{}").is_err() {
+            continue;
+        }
         if let Some(seq) = std::str::from_utf8(line).ok().and_then(parse_file_name) {
             assert_eq!(
                 file_name(seq).as_bytes(),
                 line,
                 "spool name does not round-trip"
             );
+            expected.push(seq);
         }
     }
+    expected.sort_unstable();
+    expected.dedup();
+    let found = scan(&dir).expect("scanning the fuzz spool directory");
+    assert_eq!(
+        found, expected,
+        "spool scan disagrees with the names written"
+    );
 }
 
 /// A small, deterministic mutator for the short pass in `cargo test` (libFuzzer brings its

@@ -512,7 +512,20 @@ impl Graph {
             tower,
             message: format!("{e:#}"),
         };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(|e| {
+            // A protobuf that does not decode is a file cut short by a copy or a full disk,
+            // or not a model at all; say so, and how to get a good one.
+            let mut e = err(e);
+            if let EncoderError::Load { message, .. } = &mut e {
+                if message.contains("Protobuf") || message.contains("protobuf") {
+                    message.push_str(
+                        " (the file is truncated or not an ONNX model: restore the bundle or \
+                         re-run `models/prepare`)",
+                    );
+                }
+            }
+            e
+        })?;
         let names: Vec<String> = model
             .input_outlets()
             .map_err(err)?

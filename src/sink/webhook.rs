@@ -79,7 +79,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 }
 
 /// Sequence numbers of the spool files in `dir`, sorted.
-fn scan(dir: &Path) -> io::Result<Vec<u64>> {
+pub(crate) fn scan(dir: &Path) -> io::Result<Vec<u64>> {
     let mut seqs = Vec::new();
     match fs::read_dir(dir) {
         Ok(entries) => {
