@@ -311,6 +311,9 @@ impl Bundle {
                 .join("models")
                 .join(name_or_path),
         );
+        // An absolute path joined onto any base is itself: list it once in errors.
+        let mut seen = std::collections::HashSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
         paths
     }
 

@@ -116,7 +116,9 @@ pub(super) fn serve(
         addr: addr.to_string(),
         reason: format!("{e} (another edgeclip running? pick a port with --http, or --no-http)"),
     })?);
-    log::info!("health and metrics on http://{addr}/healthz and /metrics");
+    // With port 0 the system picks the port: log the one bound, so it can be found.
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    log::info!("health and metrics on http://{bound}/healthz and /metrics");
     if token.is_none() && !addr.ip().is_loopback() {
         log::warn!(
             "http endpoint {addr} is reachable beyond this host and has no token: anyone who \
