@@ -90,6 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     // After the size check, so a bomb is reported as too large.
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes)?;
+        check_jpeg_plausible(bytes.len(), width, height)?;
     }
     // PIL's exif_transpose ignores an unreadable EXIF block rather than
     // failing the image, so an orientation we cannot read means "upright".
@@ -165,6 +166,28 @@ fn map_pixels<T>(raw: &[T], channels: usize, f: impl Fn(&[T]) -> [u8; 3]) -> Vec
 /// 0xFF byte is stuffed (0xFF00) or a restart marker, so 0xFFD9 there can only
 /// be the real EOI. The header walk skips whole segments, so an EXIF
 /// thumbnail's own EOI is not mistaken for ours.
+/// Most pixels a complete JPEG can hold per byte of file. Every 8×8 block of every component
+/// costs at least one bit in the (Huffman-coded) scan, so a complete JPEG carries at least
+/// one byte per 512 pixels; twice that is allowed. Found by fuzzing: a 391-byte progressive
+/// JPEG declaring 85 megapixels "decodes" (the decoder fills what is missing) into an
+/// 85-megapixel frame whose decode and resize stall the pipeline for seconds.
+const MAX_JPEG_PIXELS_PER_BYTE: u64 = 1024;
+
+/// Refuses a JPEG too small for its declared size (see [`MAX_JPEG_PIXELS_PER_BYTE`]).
+fn check_jpeg_plausible(len: usize, width: u32, height: u32) -> Result<(), PreprocessError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_JPEG_PIXELS_PER_BYTE.saturating_mul(len as u64) {
+        return Err(PreprocessError::Truncated {
+            format: "JPEG",
+            detail: format!(
+                "declares {width}x{height} pixels in {len} bytes, less than one bit per 8x8 \
+                 block: not a complete image"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn check_jpeg_complete(bytes: &[u8]) -> Result<(), PreprocessError> {
     let truncated = |detail: &str| PreprocessError::Truncated {
         format: "JPEG",

@@ -309,6 +309,26 @@ fn truncated_png_is_an_error() {
 }
 
 #[test]
+fn a_jpeg_far_too_small_for_its_size_is_refused_quickly() {
+    // Found by scripts/fuzz: tiny (progressive) JPEGs declaring 85 megapixels, complete to
+    // the marker walk, that the decoder would fill in and the resize then chew on for
+    // seconds per frame.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/image");
+    for name in [
+        "jpeg-85mp-in-391-bytes.jpg",
+        "progressive-85mp-in-377-bytes.jpg",
+    ] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let err = decode(&bytes).unwrap_err();
+        assert!(
+            matches!(err, PreprocessError::Truncated { format: "JPEG", .. })
+                && err.to_string().contains("not a complete image"),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
 fn huge_declared_dimensions_are_rejected_before_allocating() {
     let pnm = b"P6\n100000 100000\n255\n\x00\x00\x00";
     let err = decode(pnm).unwrap_err();
