@@ -226,7 +226,10 @@ fn stdin_mjpeg_gives_events_and_label_edits_apply_live() {
     .expect("the new label appears");
     let took = edited.elapsed();
     eprintln!("label edit applied after {took:?}");
-    assert!(took < Duration::from_secs(10), "edit applied after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "edit applied after {took:?}"
+    );
     assert_eq!(after["label"], "horse", "the horses photo: {after}");
 
     // A broken edit: logged, shown by /healthz, and the last good labels keep running.
