@@ -501,7 +501,6 @@ fn a_full_disk_under_spool_cache_and_events_keeps_classifying_and_recovers() {
     let (receiver, hook) = Receiver::start();
     let filled = fs.fill();
 
-    let started = Instant::now();
     let mut child = common::run_command(
         home,
         &every_frame_args(
@@ -543,6 +542,9 @@ fn a_full_disk_under_spool_cache_and_events_keeps_classifying_and_recovers() {
     );
     assert!(receiver.ids().is_empty(), "nothing could be spooled");
     let lines_while_full = jsonl_lines(&events_file).len();
+    // Every cache write so far came while the start-up labels were embedded, before the
+    // first event: the last refusal's retry time is at most WRITE_RETRY from here.
+    let cache_retry_due = Instant::now() + edgeclip::cache::WRITE_RETRY;
 
     // Room again: the spool and the events file resume by themselves.
     fs.free();
@@ -555,8 +557,7 @@ fn a_full_disk_under_spool_cache_and_events_keeps_classifying_and_recovers() {
     );
     // The cache writes again with the next new prompt once its retry time has passed,
     // and then holds every prompt, those embedded while the disk was full included.
-    let retry = edgeclip::cache::WRITE_RETRY.saturating_sub(started.elapsed());
-    std::thread::sleep(retry);
+    std::thread::sleep(cache_retry_due.saturating_duration_since(Instant::now()));
     std::fs::write(&labels, "cat\ndog\nhorse\nbicycle\n").unwrap();
     log.wait_for("writable again", Duration::from_secs(30));
     common::sigterm(&child);
@@ -663,11 +664,16 @@ fn a_label_file_caught_half_written_is_never_applied() {
             }
         })
     };
+    // Waits until the poller has recorded `text` (not merely until /healthz shows it, or
+    // the poller could be stopped before it records the last state).
     let applied = |text: &str| {
-        let sha = label_sha(text);
+        let sha = format!("{:?}", label_sha(text));
         assert!(
-            common::wait_until(Duration::from_secs(20), || healthz_labels(port)
-                .is_some_and(|l| l["sha256"] == sha.as_str())),
+            common::wait_until(Duration::from_secs(20), || seen
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|(_, s)| *s == sha)),
             "{text:?} not applied within 20 s; log:\n{}",
             log.text()
         );
