@@ -601,6 +601,151 @@ fn mqtt_publishes_events_state_and_discovery_and_survives_a_broker_restart() {
     assert_eq!(retained(port, "test/status"), Some("offline".into()));
 }
 
+/// How long [`mqtt_rides_out_a_broker_outage_of_minutes`] keeps the broker down, in
+/// seconds (default 120; e.g. 600 by hand).
+const OUTAGE_ENV: &str = "EDGECLIP_MQTT_OUTAGE_SECS";
+
+#[test]
+fn mqtt_rides_out_a_broker_outage_of_minutes() {
+    let Some(exe) = mosquitto() else { return };
+    capture_log();
+    let outage = Duration::from_secs(
+        std::env::var(OUTAGE_ENV)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = Broker::start(&exe, dir.path(), port);
+    let watcher = Subscriber::start(port, "outage/#");
+    watcher.wait_subscribed(1);
+    // A queue of 100 messages (50 events): an outage of minutes at one event a second
+    // overfills it, so the test sees both what waits and what is refused.
+    let options = SinkOptions {
+        mqtt_client_id: format!("edgeclip-outage-test-{}", std::process::id()),
+        mqtt_queue: 100,
+        ..SinkOptions::default()
+    };
+    let name = format!("mqtt://127.0.0.1:{port}/outage");
+    let mut sink = MqttSink::open(&name, &options).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || sink.is_connected()),
+        "sink did not connect"
+    );
+    let mut frame = 0;
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    // Sends one event and says whether the sink took it; never blocks.
+    let mut send = |sink: &mut MqttSink, frame: u64| {
+        let started = Instant::now();
+        let result = sink.send(&event("gate", frame, "person"));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "send blocked for {:?}",
+            started.elapsed()
+        );
+        match result {
+            Ok(()) => accepted.push(frame),
+            Err(e) => {
+                assert!(e.to_string().contains("queue full"), "{e}");
+                refused.push(frame);
+            }
+        }
+        (accepted.len(), refused.len())
+    };
+    for _ in 0..3 {
+        frame += 1;
+        send(&mut sink, frame);
+    }
+    let events_topic = "outage/gate/event";
+    assert!(
+        wait_until(Duration::from_secs(5), || watcher
+            .frames(events_topic)
+            .len()
+            >= 3),
+        "events before the outage did not arrive"
+    );
+
+    // Down for minutes: one event a second, each send returns at once.
+    broker.stop();
+    let down = Instant::now();
+    let mut refused_so_far = 0;
+    while down.elapsed() < outage {
+        frame += 1;
+        refused_so_far = send(&mut sink, frame).1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(!sink.is_connected(), "connected to a stopped broker?");
+    assert!(
+        refused_so_far > 0 && sink.dropped() > 0,
+        "an outage of {outage:?} at one event a second should overfill a 100-message queue"
+    );
+
+    // Back: what waited is delivered, the queue takes messages again.
+    broker.restart();
+    watcher.wait_subscribed(2);
+    assert!(
+        wait_until(Duration::from_secs(10), || sink.is_connected()),
+        "sink did not reconnect after {outage:?}"
+    );
+    for _ in 0..3 {
+        frame += 1;
+        send(&mut sink, frame);
+    }
+    let last = frame;
+    drop(send);
+    assert!(
+        wait_until(Duration::from_secs(10), || watcher
+            .frames(events_topic)
+            .contains(&last)
+            && sink.backlog() == 0),
+        "events after the outage did not arrive (backlog {})",
+        sink.backlog()
+    );
+    sink.close(Duration::from_secs(2)).unwrap();
+
+    // Every accepted event arrived, in order (QoS 1: a repeat only of the one in flight
+    // when the broker died); a refused one was refused out loud, never lost in silence.
+    let mut received = watcher.frames(events_topic);
+    assert!(
+        received.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {received:?}"
+    );
+    received.dedup();
+    let missing: Vec<u64> = accepted
+        .iter()
+        .filter(|f| !received.contains(f))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "accepted but never delivered: {missing:?}"
+    );
+    let sink_log = |parts: &[&str]| logged(&[&[name.as_str()], parts].concat());
+    assert_eq!(
+        sink_log(&["reconnecting every"]).len(),
+        1,
+        "one warning for the whole outage, not one per reconnect attempt: {:?}",
+        sink_log(&[])
+    );
+    assert_eq!(sink_log(&["queue full"]).len(), 1, "{:?}", sink_log(&[]));
+    assert_eq!(
+        sink_log(&["queue accepting messages again"]).len(),
+        1,
+        "{:?}",
+        sink_log(&[])
+    );
+    eprintln!(
+        "broker down {outage:?}: {} events sent, {} accepted and delivered, {} refused \
+         (queue full, {} messages dropped)",
+        frame,
+        accepted.len(),
+        refused.len(),
+        sink.dropped()
+    );
+}
+
 /// Set for the child process of [`mqtt_last_will_marks_a_killed_edgeclip_offline`].
 const WILL_CHILD_ENV: &str = "EDGECLIP_SINKS_TEST_WILL_URL";
 
