@@ -876,6 +876,31 @@ fn raw_get(port: u16, target: &str, authorization: Option<&str>) -> (u16, String
     (status, head.to_string(), body.to_string())
 }
 
+/// `run` arguments: the example labels on a 5 fps pattern camera, events on stdout, the
+/// endpoint on `http`.
+fn pattern_with_endpoint(http: &str) -> Vec<&str> {
+    vec![
+        "--labels",
+        "examples/labels.txt",
+        "--source",
+        "pattern:",
+        "--fps",
+        "5",
+        "--sink",
+        "jsonl:-",
+        "--http",
+        http,
+    ]
+}
+
+/// Whether something accepts connections on the loopback `port` within 60 s.
+fn port_opens(port: u16) -> bool {
+    (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 #[test]
 fn the_endpoint_requires_its_bearer_token_and_serves_no_files() {
     let _serial = serial();
@@ -886,22 +911,10 @@ fn the_endpoint_requires_its_bearer_token_and_serves_no_files() {
     std::fs::write(&token_file, "\n").unwrap();
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
-    let base = [
-        "--labels",
-        "examples/labels.txt",
-        "--source",
-        "pattern:",
-        "--fps",
-        "5",
-        "--sink",
-        "jsonl:-",
-        "--http",
-        &http,
-        "--http-token-file",
-        token_file.to_str().unwrap(),
-    ];
+    let mut base = pattern_with_endpoint(&http);
+    base.extend(["--http-token-file", token_file.to_str().unwrap()]);
     let mut args = vec!["run"];
-    args.extend(base);
+    args.extend(&base);
     let out = common::edgeclip(home.path(), &args);
     assert!(!out.status.success());
     let err = common::stderr(&out);
@@ -913,10 +926,7 @@ fn the_endpoint_requires_its_bearer_token_and_serves_no_files() {
     std::fs::write(&token_file, "tok-3n_42\n").unwrap();
     let mut child = spawn_run(home.path(), &base);
     let log = log_of(&mut child);
-    let up = (0..600).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let up = port_opens(port);
     assert!(up, "the endpoint did not come up");
     let traversal = [
         "/../../etc/passwd",
@@ -959,26 +969,9 @@ fn the_endpoint_requires_its_bearer_token_and_serves_no_files() {
     // Beyond loopback without a token: it starts, with a warning.
     let port = free_port();
     let http = format!("0.0.0.0:{port}");
-    let mut child = spawn_run(
-        home.path(),
-        &[
-            "--labels",
-            "examples/labels.txt",
-            "--source",
-            "pattern:",
-            "--fps",
-            "5",
-            "--sink",
-            "jsonl:-",
-            "--http",
-            &http,
-        ],
-    );
+    let mut child = spawn_run(home.path(), &pattern_with_endpoint(&http));
     let log = log_of(&mut child);
-    let up = (0..600).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let up = port_opens(port);
     let _ = child.kill();
     let _ = child.wait();
     let log = log.join().unwrap();
