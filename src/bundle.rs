@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::classify::Scoring;
 use crate::limits::{read_text_capped, MAX_CONFIG_BYTES};
 use crate::preprocess::{Interpolation, PreprocessSpec, ResizeMode, CLIP_MEAN, CLIP_STD};
 
@@ -236,8 +237,13 @@ pub struct ModelSpec {
     pub architecture: String,
     /// Length of the embeddings both towers produce.
     pub embedding_dim: usize,
-    /// Multiplier applied to cosine similarities before softmax.
-    pub logit_scale: f32,
+    /// Model family (`clip`, `siglip`, `m-clip`, …), informational.
+    pub family: String,
+    /// Whether the text tower was trained on many languages (label files in any language);
+    /// an English-only model warns about labels that are not ASCII.
+    pub multilingual: bool,
+    /// How cosines become probabilities: softmax with the logit scale, or SigLIP's sigmoid.
+    pub scoring: Scoring,
     /// How the image tower wants its pixels.
     pub preprocess: PreprocessSpec,
     /// How text becomes token ids.
@@ -492,7 +498,17 @@ mod manifest {
         #[allow(dead_code)] // informational, shown by `inspect` through the raw file
         description: Option<String>,
         embedding_dim: usize,
+        #[serde(default)]
+        family: Option<String>,
+        #[serde(default)]
+        multilingual: bool,
+        /// `softmax` (default) or `sigmoid`.
+        #[serde(default)]
+        scoring: Option<String>,
         logit_scale: f32,
+        /// Required with `scoring = "sigmoid"`.
+        #[serde(default)]
+        logit_bias: Option<f32>,
         #[serde(default)]
         #[allow(dead_code)]
         pooling: Option<String>,
@@ -596,11 +612,51 @@ mod manifest {
                 })
                 .collect(),
         };
+        let scoring = match (m.scoring.as_deref(), m.logit_bias) {
+            (None | Some("softmax"), None) => Scoring::Softmax {
+                scale: m.logit_scale,
+            },
+            (Some("sigmoid"), Some(bias)) => Scoring::Sigmoid {
+                scale: m.logit_scale,
+                bias,
+            },
+            (Some("sigmoid"), None) => {
+                return Err(BundleError::Parse {
+                    path,
+                    message: "scoring = \"sigmoid\" needs the model's logit_bias".into(),
+                })
+            }
+            (None | Some("softmax"), Some(_)) => {
+                return Err(BundleError::Parse {
+                    path,
+                    message: "logit_bias is only used with scoring = \"sigmoid\"".into(),
+                })
+            }
+            (Some(other), _) => {
+                return Err(BundleError::Parse {
+                    path,
+                    message: format!("scoring {other:?}: expected \"softmax\" or \"sigmoid\""),
+                })
+            }
+        };
+        if !(m.logit_scale.is_finite() && m.logit_scale > 0.0)
+            || !m.logit_bias.unwrap_or(0.0).is_finite()
+        {
+            return Err(BundleError::Parse {
+                path,
+                message: format!(
+                    "logit_scale must be a positive number and logit_bias a number (got {} and {:?})",
+                    m.logit_scale, m.logit_bias
+                ),
+            });
+        }
         Ok(ModelSpec {
             name: m.name,
             architecture: m.architecture,
             embedding_dim: m.embedding_dim,
-            logit_scale: m.logit_scale,
+            family: m.family.unwrap_or_else(|| "clip".into()),
+            multilingual: m.multilingual,
+            scoring,
             preprocess: m.preprocess,
             tokenizer,
             visual: tower(m.visual),
@@ -774,11 +830,27 @@ mod hf {
                 what: "tower graph".into(),
             });
         }
+        let architecture = config.model_type.unwrap_or_else(|| "clip".into());
+        if architecture.starts_with("siglip") {
+            // SigLIP's learned scale and bias, like CLIP's scale, are weights, not config.
+            return Err(BundleError::Parse {
+                path: root.join("config.json"),
+                message: format!(
+                    "model_type {architecture:?}: its learned sigmoid scale and bias are not in \
+                     config.json; prepare a manifest.toml bundle with models/prepare, which \
+                     records them"
+                ),
+            });
+        }
         Ok(ModelSpec {
             name: dir_name(root),
-            architecture: config.model_type.unwrap_or_else(|| "clip".into()),
+            architecture,
             embedding_dim,
-            logit_scale: CLIP_TRAINED_LOGIT_SCALE,
+            family: "clip".into(),
+            multilingual: false,
+            scoring: Scoring::Softmax {
+                scale: CLIP_TRAINED_LOGIT_SCALE,
+            },
             preprocess,
             tokenizer: TokenizerSpec::HfJson {
                 file: tok,
@@ -864,7 +936,11 @@ mod openclip {
             name: dir_name(root),
             architecture: "open_clip".into(),
             embedding_dim: config.embed_dim,
-            logit_scale: CLIP_TRAINED_LOGIT_SCALE,
+            family: "clip".into(),
+            multilingual: false,
+            scoring: Scoring::Softmax {
+                scale: CLIP_TRAINED_LOGIT_SCALE,
+            },
             preprocess,
             tokenizer: TokenizerSpec::HfJson {
                 file: tok,
@@ -946,6 +1022,53 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
     }
 
     #[test]
+    fn the_manifest_says_how_to_score() {
+        let tmp = tempfile::tempdir().unwrap();
+        tiny_bundle(tmp.path());
+        let b = Bundle::open_dir(tmp.path()).unwrap();
+        assert_eq!(b.spec.scoring, Scoring::Softmax { scale: 100.0 });
+        assert_eq!(
+            (b.spec.family.as_str(), b.spec.multilingual),
+            ("clip", false)
+        );
+        let with = |fields: &str| {
+            let text = MANIFEST.replace("logit_scale = 100.0\n", fields);
+            write(tmp.path(), "manifest.toml", &text);
+            Bundle::open_dir(tmp.path())
+        };
+        let siglip = with(
+            "family = \"siglip\"\nmultilingual = true\nscoring = \"sigmoid\"\n\
+             logit_scale = 117.5\nlogit_bias = -12.5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            siglip.spec.scoring,
+            Scoring::Sigmoid {
+                scale: 117.5,
+                bias: -12.5
+            }
+        );
+        assert_eq!(siglip.spec.family, "siglip");
+        assert!(siglip.spec.multilingual);
+        for (fields, says) in [
+            (
+                "scoring = \"sigmoid\"\nlogit_scale = 10.0\n",
+                "needs the model's logit_bias",
+            ),
+            ("logit_scale = 10.0\nlogit_bias = -3.0\n", "only used with"),
+            ("scoring = \"argmax\"\nlogit_scale = 10.0\n", "\"argmax\""),
+            ("logit_scale = -1.0\n", "positive"),
+            ("logit_scale = nan\n", "positive"),
+        ] {
+            let err = with(fields).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("manifest.toml"),
+                "{fields}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_changed_file_is_hashed_again() {
         let tmp = tempfile::tempdir().unwrap();
         tiny_bundle(tmp.path());
@@ -1002,8 +1125,24 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
         assert_eq!(b.spec.preprocess.mean, [0.1, 0.2, 0.3]);
         assert_eq!(b.spec.visual.files.len(), 2);
         assert_eq!(b.spec.textual.files.len(), 1);
-        assert_eq!(b.spec.logit_scale, CLIP_TRAINED_LOGIT_SCALE);
+        assert_eq!(
+            b.spec.scoring,
+            Scoring::Softmax {
+                scale: CLIP_TRAINED_LOGIT_SCALE
+            }
+        );
         assert!(b.spec.inferred.iter().any(|s| s.contains("logit_scale")));
+        // SigLIP's sigmoid bias is a weight: without a manifest it cannot score right.
+        write(
+            tmp.path(),
+            "config.json",
+            r#"{"projection_dim": 512, "model_type": "siglip"}"#,
+        );
+        let err = Bundle::open_dir(tmp.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("siglip") && err.contains("models/prepare"),
+            "{err}"
+        );
     }
 
     #[test]

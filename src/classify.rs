@@ -4,6 +4,11 @@
 //! by the model's learned logit scale (100 for OpenAI CLIP) and passed through a softmax
 //! over the labels. Forgetting the scale gives near-uniform probabilities: the cosines of
 //! a CLIP model sit within a few hundredths of each other.
+//!
+//! SigLIP was trained with a sigmoid loss instead: each label is scored on its own as
+//! `sigmoid(scale × cosine + bias)`, with the model's learned bias (about −10), so scores
+//! do not sum to one and a photo of none of the labels scores low on all of them. The
+//! bundle says which ([`Scoring`]).
 
 use serde::Serialize;
 
@@ -63,12 +68,42 @@ impl LabelMatrix {
     }
 }
 
+/// How cosines become per-label probabilities: the loss the model was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Scoring {
+    /// CLIP and most of its family: softmax over the label set of `scale × cosine`; the
+    /// probabilities sum to one.
+    Softmax {
+        /// The learned logit scale (100 for OpenAI CLIP).
+        scale: f32,
+    },
+    /// SigLIP: each label alone, `sigmoid(scale × cosine + bias)`.
+    Sigmoid {
+        /// The learned logit scale.
+        scale: f32,
+        /// The learned logit bias.
+        bias: f32,
+    },
+}
+
+impl std::fmt::Display for Scoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scoring::Softmax { scale } => write!(f, "softmax over labels of {scale} x cosine"),
+            Scoring::Sigmoid { scale, bias } => {
+                write!(f, "sigmoid per label of {scale} x cosine {bias:+}")
+            }
+        }
+    }
+}
+
 /// One label with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct LabelScore {
     /// The label.
     pub label: String,
-    /// Softmax probability over the label set.
+    /// Its probability ([`Scoring`]: over the label set, or of this label alone).
     pub score: f32,
 }
 
@@ -105,16 +140,13 @@ impl Scores {
 #[derive(Debug, Clone)]
 pub struct Classifier {
     matrix: LabelMatrix,
-    logit_scale: f32,
+    scoring: Scoring,
 }
 
 impl Classifier {
-    /// A classifier with the model's logit scale.
-    pub fn new(matrix: LabelMatrix, logit_scale: f32) -> Classifier {
-        Classifier {
-            matrix,
-            logit_scale,
-        }
+    /// A classifier scoring as the model was trained to.
+    pub fn new(matrix: LabelMatrix, scoring: Scoring) -> Classifier {
+        Classifier { matrix, scoring }
     }
 
     /// The labels.
@@ -122,18 +154,34 @@ impl Classifier {
         &self.matrix
     }
 
-    /// Cosines and softmax(scale × cosine) over all labels.
+    /// Cosines and the probability of every label ([`Scoring`]).
     pub fn scores(&self, image: &Embedding) -> Scores {
         let mut cosines = Vec::with_capacity(self.matrix.len());
         self.matrix.cosines_into(image, &mut cosines);
-        let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        // Subtracting the max keeps exp() finite whatever the scale.
-        let mut probs: Vec<f32> = cosines
-            .iter()
-            .map(|c| ((c - max) * self.logit_scale).exp())
-            .collect();
-        let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
+        let probs = match self.scoring {
+            Scoring::Softmax { scale } => {
+                let max = cosines.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                // Subtracting the max keeps exp() finite whatever the scale.
+                let mut probs: Vec<f32> =
+                    cosines.iter().map(|c| ((c - max) * scale).exp()).collect();
+                let sum: f32 = probs.iter().sum();
+                probs.iter_mut().for_each(|p| *p /= sum);
+                probs
+            }
+            Scoring::Sigmoid { scale, bias } => cosines
+                .iter()
+                .map(|c| {
+                    let z = scale * c + bias;
+                    // Either form keeps exp() from overflowing on its side of zero.
+                    if z >= 0.0 {
+                        1.0 / (1.0 + (-z).exp())
+                    } else {
+                        let e = z.exp();
+                        e / (1.0 + e)
+                    }
+                })
+                .collect(),
+        };
         Scores { probs, cosines }
     }
 
@@ -181,7 +229,7 @@ mod tests {
             3,
         )
         .unwrap();
-        Classifier::new(m, scale)
+        Classifier::new(m, Scoring::Softmax { scale })
     }
 
     /// Label embeddings whose cosines with the image `[1, 0, 0, 0]` are `cos`, as
@@ -203,8 +251,8 @@ mod tests {
     fn softmax_uses_the_logit_scale() {
         let img = e(&[1.0, 0.0, 0.0, 0.0]);
         let m = with_cosines(&[0.31, 0.27, 0.22]);
-        let sharp = Classifier::new(m.clone(), 100.0).scores(&img);
-        let flat = Classifier::new(m, 1.0).scores(&img);
+        let sharp = Classifier::new(m.clone(), Scoring::Softmax { scale: 100.0 }).scores(&img);
+        let flat = Classifier::new(m, Scoring::Softmax { scale: 1.0 }).scores(&img);
         assert!((sharp.probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert!(sharp.probs[0] > 0.95, "{:?}", sharp.probs);
         // Without the scale the same cosines are nearly uniform: the known pitfall.
@@ -222,6 +270,46 @@ mod tests {
         for (p, &x) in sharp.probs.iter().zip(&sharp.cosines) {
             assert!((*p as f64 - (100.0 * x as f64).exp() / z).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn sigmoid_scores_each_label_alone_with_scale_and_bias() {
+        let img = e(&[1.0, 0.0, 0.0, 0.0]);
+        // SigLIP-like values: scale ~ 117, bias ~ -12.7; cosines around 0.1.
+        let scoring = Scoring::Sigmoid {
+            scale: 117.33,
+            bias: -12.66,
+        };
+        let three = Classifier::new(with_cosines(&[0.13, 0.09, -0.02]), scoring).scores(&img);
+        for (p, &x) in three.probs.iter().zip(&three.cosines) {
+            let z = 117.33 * x as f64 - 12.66;
+            assert!(
+                (*p as f64 - 1.0 / (1.0 + (-z).exp())).abs() < 1e-5,
+                "{p} at {x}"
+            );
+        }
+        assert!(
+            three.probs[0] > 0.9 && three.probs[2] < 1e-5,
+            "{:?}",
+            three.probs
+        );
+        assert!(
+            three.probs.iter().sum::<f32>() > 1.0,
+            "not normalised over labels"
+        );
+        // A label's score does not depend on the others: adding one changes nothing.
+        let four = Classifier::new(with_cosines(&[0.13, 0.09, -0.02, 0.14]), scoring).scores(&img);
+        assert_eq!(&four.probs[..3], &three.probs[..]);
+        // Nothing that matches: every label low, so a threshold says unknown by itself.
+        let none = Classifier::new(with_cosines(&[0.02, 0.01, 0.0]), scoring);
+        assert_eq!(none.predict(&img, 3, 0.5).label, UNKNOWN);
+        // Extreme logits stay finite.
+        let hard = Scoring::Sigmoid {
+            scale: 1e4,
+            bias: 0.0,
+        };
+        let s = Classifier::new(with_cosines(&[0.9, -0.9]), hard).scores(&img);
+        assert_eq!(s.probs, vec![1.0, 0.0]);
     }
 
     #[test]

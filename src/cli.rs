@@ -488,7 +488,7 @@ fn build_classifier(engine: &mut Engine, labels: &LabelSet) -> Result<Classifier
         stats.computed,
         start.elapsed().as_secs_f64() * 1e3
     );
-    Ok(Classifier::new(matrix, engine.bundle().spec.logit_scale))
+    Ok(Classifier::new(matrix, engine.bundle().spec.scoring))
 }
 
 fn classify(
@@ -721,7 +721,16 @@ fn inspect(model: &str) -> Result<ExitCode> {
     println!("name          {}", s.name);
     println!("architecture  {}", s.architecture);
     println!("embedding     {}", s.embedding_dim);
-    println!("logit scale   {}", s.logit_scale);
+    println!(
+        "family        {}{}",
+        s.family,
+        if s.multilingual {
+            " (multilingual)"
+        } else {
+            ""
+        }
+    );
+    println!("scoring       {}", s.scoring);
     let p = &s.preprocess;
     println!(
         "preprocess    {:?} to {} then {}x{} crop, {:?}, mean {:?}, std {:?}",

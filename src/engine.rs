@@ -303,7 +303,7 @@ impl Engine {
         labels: &LabelSet,
     ) -> Result<(Classifier, EmbedStats), EngineError> {
         let (m, stats) = self.label_matrix(labels, |_, _| {})?;
-        Ok((Classifier::new(m, self.bundle.spec.logit_scale), stats))
+        Ok((Classifier::new(m, self.bundle.spec.scoring), stats))
     }
 
     /// Decodes, preprocesses and embeds one encoded image.
