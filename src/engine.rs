@@ -268,6 +268,26 @@ impl Engine {
         labels: &LabelSet,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(LabelMatrix, EmbedStats), EngineError> {
+        if !self.bundle.spec.multilingual {
+            let foreign = labels.foreign_script_labels();
+            if !foreign.is_empty() {
+                log::warn!(
+                    "{}: {} label(s) not in Latin script ({}{}); model {} was trained on \
+                     English text and scores them poorly: use a multilingual bundle \
+                     (README, Models)",
+                    labels.origin,
+                    foreign.len(),
+                    foreign
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if foreign.len() > 3 { ", ..." } else { "" },
+                    self.bundle.spec.name
+                );
+            }
+        }
         let total: usize = labels.labels.iter().map(|l| l.prompts.len()).sum();
         let mut stats = EmbedStats::default();
         let mut rows = Vec::with_capacity(labels.labels.len());

@@ -13,10 +13,20 @@
 //! prompts are given explicitly, separated by `|`; `{}` in one is replaced by the label.
 //! A label's embedding is the normalised mean of its prompts' normalised embeddings
 //! (CLIP's prompt ensembling).
+//!
+//! Any language: labels, prompts and templates are written in the language the model's
+//! text tower was trained on (`@template это фото {}.`, `gato: uma foto de um gato`).
+//! Each line is brought to Unicode NFC, so a label typed with combining accents (as macOS
+//! keyboards and some editors produce) is the same label, with the same token ids and cache
+//! entry, as its precomposed spelling; and the invisible direction marks that editors put
+//! into right-to-left text (U+200E/F, U+061C, U+202A–E, U+2066–9) are removed, since the
+//! text is stored in logical order and a tokenizer would otherwise see them as characters.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use unicode_normalization::UnicodeNormalization;
 
 /// Longest line accepted, in bytes: longer is a pasted blob, not a label.
 pub const MAX_LINE_BYTES: usize = 1024;
@@ -138,6 +148,20 @@ fn key(name: &str) -> String {
         .to_lowercase()
 }
 
+/// Invisible bidirectional formatting marks: they order how text is displayed, never what
+/// it says.
+fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// One line as labels are compared, tokenized and cached: NFC, without direction marks.
+fn canonical(text: &str) -> String {
+    text.chars()
+        .filter(|&c| !is_direction_mark(c))
+        .nfc()
+        .collect()
+}
+
 fn fill(template: &str, label: &str) -> String {
     template.replace("{}", label)
 }
@@ -193,6 +217,7 @@ impl LabelSet {
                     ),
                 )
             })?;
+            let text = canonical(text);
             let line = text.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -295,6 +320,17 @@ impl LabelSet {
                 })
                 .collect(),
         }
+    }
+
+    /// Names of the labels written in letters beyond Latin script (Cyrillic, Greek, Arabic,
+    /// CJK, …), in order: what an English-only text tower cannot read. Accented Latin
+    /// (`café`) and emoji do not count.
+    pub fn foreign_script_labels(&self) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|l| l.name.chars().any(|c| c.is_alphabetic() && c > '\u{24F}'))
+            .map(|l| l.name.clone())
+            .collect()
     }
 
     /// Label names in order.
@@ -410,6 +446,51 @@ mod tests {
     fn bom_and_unicode_labels_are_fine() {
         let s = LabelSet::parse("\u{FEFF}кошка\n咖啡杯\n".as_bytes(), "x").unwrap();
         assert_eq!(s.names(), ["кошка", "咖啡杯"]);
+    }
+
+    #[test]
+    fn labels_in_other_languages_and_scripts() {
+        let s = parse(
+            "@template это фото {}.\n\
+             кошка\n\
+             собака: фотография собаки | {} на траве\n",
+        )
+        .unwrap();
+        assert_eq!(s.names(), ["кошка", "собака"]);
+        assert_eq!(s.labels[0].prompts, ["это фото кошка."]);
+        assert_eq!(
+            s.labels[1].prompts,
+            ["фотография собаки", "собака на траве"]
+        );
+        // Cyrillic capitals fold for the duplicate check like Latin ones.
+        let err = err_text("Кошка\nкошка\n".as_bytes());
+        assert!(
+            err.contains("labels.txt:2: duplicate label 'кошка'"),
+            "{err}"
+        );
+        // Arabic with the marks an editor adds around a Latin word; the separators work
+        // in logical order whatever the display direction.
+        let s = parse("\u{200F}قطة\u{200F}: صورة \u{2066}cat\u{2069} | {} في الحديقة\n").unwrap();
+        assert_eq!(s.names(), ["قطة"]);
+        assert_eq!(s.labels[0].prompts, ["صورة cat", "قطة في الحديقة"]);
+        // Chinese and emoji pass through unchanged.
+        assert_eq!(parse("猫 🐈\n").unwrap().names(), ["猫 🐈"]);
+        // What an English-only model is warned about: other scripts, not accents or emoji.
+        let mixed = parse("café\n🐈\nкошка\ngato\n猫\n").unwrap();
+        assert_eq!(mixed.foreign_script_labels(), ["кошка", "猫"]);
+    }
+
+    #[test]
+    fn combining_accents_are_the_same_label_as_precomposed() {
+        // "café" typed as e + U+0301 (NFD) and as U+00E9 (NFC).
+        let nfd = parse("cafe\u{301}\nmaçã: uma foto de uma mac\u{327}a\u{303}\n").unwrap();
+        assert_eq!(nfd.names(), ["café", "maçã"]);
+        assert_eq!(nfd.labels[1].prompts, ["uma foto de uma maçã"]);
+        let err = err_text("caf\u{e9}\ncafe\u{301}\n".as_bytes());
+        assert!(
+            err.contains(":2: duplicate label 'café' (first on line 1)"),
+            "{err}"
+        );
     }
 
     #[test]
