@@ -639,9 +639,9 @@ mod manifest {
                 })
             }
         };
-        if !(m.logit_scale.is_finite() && m.logit_scale > 0.0)
-            || !m.logit_bias.unwrap_or(0.0).is_finite()
-        {
+        let scale_ok = m.logit_scale.is_finite() && m.logit_scale > 0.0;
+        let bias_ok = m.logit_bias.is_none_or(f32::is_finite);
+        if !(scale_ok && bias_ok) {
             return Err(BundleError::Parse {
                 path,
                 message: format!(

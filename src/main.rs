@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    edgeclip::preprocess::quiet_contained_panics();
     let args = cli::Cli::parse();
     // A service's log is its record: `run` says what it is doing by default.
     let quiet = if cli::is_run(&args.command) {

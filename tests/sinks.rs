@@ -694,7 +694,6 @@ fn mqtt_rides_out_a_broker_outage_of_minutes() {
         send(&mut sink, frame);
     }
     let last = frame;
-    drop(send);
     assert!(
         wait_until(Duration::from_secs(10), || watcher
             .frames(events_topic)

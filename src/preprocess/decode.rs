@@ -1,7 +1,9 @@
 //! Encoded bytes → 8-bit RGB, the way the PIL reference sees them:
 //! `ImageOps.exif_transpose(Image.open(f)).convert("RGB")`.
 
+use std::cell::{Cell, RefCell};
 use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
@@ -95,7 +97,12 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
     // PIL's exif_transpose ignores an unreadable EXIF block rather than
     // failing the image, so an orientation we cannot read means "upright".
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    let image = contained(|| DynamicImage::from_decoder(decoder))
+        .map_err(|message| PreprocessError::DecoderPanic {
+            format: format_name,
+            message,
+        })?
+        .map_err(decode_err)?;
 
     let rgb = to_rgb8_like_pil(image)?;
     if orientation == Orientation::NoTransforms {
@@ -107,6 +114,58 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.into_rgb8(),
     })
+}
+
+thread_local! {
+    /// Set while this thread runs a codec under [`contained`].
+    static CONTAINED: Cell<bool> = const { Cell::new(false) };
+    /// Where the last contained panic was raised (recorded by [`quiet_contained_panics`]).
+    static CONTAINED_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs a codec on untrusted bytes and turns a panic inside it into its message.
+///
+/// The codecs are third-party code parsing untrusted bytes, and fuzzing found one panic
+/// in them already (zune-jpeg's AVX2 IDCT, patched in vendor/; see its README). Another
+/// must cost one skipped frame, not the inference thread. The codec state is dropped with
+/// the panic, so nothing half-updated is used again.
+pub(super) fn contained<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    CONTAINED.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(run));
+    CONTAINED.with(|c| c.set(false));
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        match CONTAINED_AT.with(|at| at.borrow_mut().take()) {
+            Some(at) => format!("{message} at {at}"),
+            None => message,
+        }
+    })
+}
+
+/// Whether this thread is inside a codec whose panics [`decode`] catches.
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(Cell::get)
+}
+
+/// Installs a panic hook that keeps a codec panic [`decode`] catches off stderr (its
+/// message and location go into the frame's error instead) and hands every other panic
+/// to the hook installed before. Called once at start by the binary and the fuzz driver.
+pub fn quiet_contained_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if panic_is_contained() {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            CONTAINED_AT.with(|slot| *slot.borrow_mut() = at);
+        } else {
+            previous(info);
+        }
+    }));
 }
 
 /// Width and height from a PNG's IHDR chunk (the first chunk, right after the signature).

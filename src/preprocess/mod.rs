@@ -16,7 +16,7 @@
 mod decode;
 mod resample;
 
-pub use decode::{check_size, decode, MAX_PIXELS};
+pub use decode::{check_size, decode, quiet_contained_panics, MAX_PIXELS};
 
 use image::RgbImage;
 use resample::{AxisWindow, Filter, Resampler};
@@ -142,6 +142,15 @@ pub enum PreprocessError {
         /// The codec's own error.
         #[source]
         source: image::ImageError,
+    },
+    /// The codec panicked on the data (a bug in the codec, found by fuzzing); caught, so
+    /// the frame is skipped like any other undecodable one.
+    #[error("cannot decode {format} data: the decoder failed on it ({message})")]
+    DecoderPanic {
+        /// Container format that was detected.
+        format: &'static str,
+        /// The codec's panic message and where it was raised.
+        message: String,
     },
     /// The data stops before the image does.
     #[error("{format} data is truncated: {detail}")]

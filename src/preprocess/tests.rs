@@ -329,6 +329,38 @@ fn a_jpeg_far_too_small_for_its_size_is_refused_quickly() {
 }
 
 #[test]
+fn a_jpeg_that_panicked_the_avx2_idct_is_a_decode_error() {
+    // Found by scripts/fuzz: zune-jpeg 0.5.15's AVX2 IDCT unwrapped an out-of-range slice on
+    // this 12x9 JPEG whose chroma is sampled 2x2 under 1x1 luma (patched in vendor/; the
+    // scalar and NEON IDCTs always wrote such rows to scratch). Past the IDCT the decoder
+    // finds the rest of the mutated file malformed: the codec's own error, not a panic
+    // (which `contained` would report as DecoderPanic).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/image");
+    let bytes = std::fs::read(dir.join("zune-avx2-idct-panic-chroma-finer-than-luma.jpg")).unwrap();
+    let err = decode(&bytes).unwrap_err();
+    assert!(
+        matches!(err, PreprocessError::Decode { format: "JPEG", .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_codec_panic_is_an_error_for_that_frame() {
+    crate::preprocess::quiet_contained_panics();
+    let err = super::decode::contained(|| -> u8 { panic!("codec bug") }).unwrap_err();
+    assert!(
+        err.starts_with("codec bug at src/preprocess/tests.rs:"),
+        "{err}"
+    );
+    let err = super::decode::contained(|| -> u8 { panic!("{} rows", 9) }).unwrap_err();
+    assert!(err.starts_with("9 rows at "), "{err}");
+    // The thread is still usable, and the next frame decodes.
+    assert_eq!(super::decode::contained(|| 7), Ok(7));
+    let png = encode(&gradient(16, 8), ImageFormat::Png);
+    assert_eq!(decode(&png).unwrap().dimensions(), (16, 8));
+}
+
+#[test]
 fn huge_declared_dimensions_are_rejected_before_allocating() {
     let pnm = b"P6\n100000 100000\n255\n\x00\x00\x00";
     let err = decode(pnm).unwrap_err();

@@ -64,11 +64,12 @@ macro_rules! permute_store {
             _mm256_extractf128_si256::<0>(c),
         );
         $index += $stride;
-        // second vector
+        // second vector (edgeclip: out of range goes to `tmp` like the first, instead of a
+        // panic; see vendor/README.md)
         _mm_storeu_si128(
             ($out)
                 .get_mut($index..$index + 8)
-                .unwrap()
+                .unwrap_or(&mut tmp)
                 .as_mut_ptr()
                 .cast(),
             _mm256_extractf128_si256::<1>(c),
@@ -136,11 +137,13 @@ pub unsafe fn idct_avx2(
 
         macro_rules! store {
             ($pos:tt,$value:tt) => {
-                // store
+                // store (edgeclip: out of range goes to `tmp`, as in the scalar and NEON
+                // IDCTs, instead of a panic; see vendor/README.md)
+                let mut tmp = [0; 8];
                 _mm_storeu_si128(
                     out_vector
                         .get_mut($pos..$pos + 8)
-                        .unwrap()
+                        .unwrap_or(&mut tmp)
                         .as_mut_ptr()
                         .cast(),
                     $value,
