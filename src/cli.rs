@@ -18,6 +18,7 @@ use edgeclip::engine::{default_cache_dir, Engine, EngineOptions};
 use edgeclip::eval::{read_label_map, Dataset, Selection, Tally};
 use edgeclip::labels::{LabelSet, TemplateSet};
 use edgeclip::source::PathSource;
+use edgeclip::tokenizer::HfTokenizer;
 
 const ABOUT: &str = "Zero-shot image classification with CLIP-style models, on the device.";
 
@@ -749,10 +750,17 @@ fn inspect(model: &str) -> Result<ExitCode> {
         TokenizerSpec::HfJson {
             file,
             context_length,
-            ..
+            pad_id,
         } => {
+            let kind = match HfTokenizer::from_file(file, *context_length, *pad_id) {
+                Ok(t) => {
+                    let (kind, vocab) = t.model_kind();
+                    format!("{kind}, {vocab} tokens")
+                }
+                Err(e) => format!("unreadable: {e}"),
+            };
             println!(
-                "tokenizer     tokenizer.json {} (context {context_length})",
+                "tokenizer     tokenizer.json {} ({kind}; context {context_length})",
                 file.display()
             )
         }

@@ -155,6 +155,18 @@ impl HfTokenizer {
         self.pad_id
     }
 
+    /// The tokenization model the file holds: `BPE`, `WordPiece`, `Unigram` (SentencePiece's)
+    /// or `WordLevel`, and its vocabulary size (added tokens included).
+    pub fn model_kind(&self) -> (&'static str, usize) {
+        let kind = match self.inner.get_model() {
+            tokenizers::ModelWrapper::BPE(_) => "BPE",
+            tokenizers::ModelWrapper::WordPiece(_) => "WordPiece",
+            tokenizers::ModelWrapper::Unigram(_) => "Unigram",
+            tokenizers::ModelWrapper::WordLevel(_) => "WordLevel",
+        };
+        (kind, self.inner.get_vocab_size(true))
+    }
+
     fn hf_error(&self, message: String) -> TokenizerError {
         TokenizerError::Hf {
             path: self.path.clone(),
