@@ -249,6 +249,11 @@ fn tokenize_and_inspect() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("layout        edgeclip manifest"), "{out}");
+    // Seeded weights: the initial scale 1/0.07, as the manifest records it.
+    assert!(
+        out.contains("scoring       softmax over labels of 14.285714 x cosine"),
+        "{out}"
+    );
     assert_eq!(out.matches("sha256 ok").count(), 4, "{out}");
 }
 
@@ -268,6 +273,10 @@ fn the_three_layouts_give_the_same_answers() {
         }
         let o = edgeclip(home.path(), &["inspect", &layout]);
         assert!(o.status.success(), "{layout}: {}", stderr(&o));
+        if layout != model {
+            // CLIP's BPE as a tokenizer.json: 49,406 merges' vocabulary + 2 specials.
+            assert!(stdout(&o).contains("(BPE, 49408 tokens;"), "{}", stdout(&o));
+        }
         let o = edgeclip(
             home.path(),
             &[
