@@ -17,6 +17,7 @@ use edgeclip::encoder::{self, Backend, OrtOptions, OrtProvider};
 use edgeclip::engine::{default_cache_dir, Engine, EngineOptions};
 use edgeclip::eval::{read_label_map, Dataset, Selection, Tally};
 use edgeclip::labels::{LabelSet, TemplateSet};
+use edgeclip::preprocess::ResizeMode;
 use edgeclip::source::PathSource;
 use edgeclip::tokenizer::HfTokenizer;
 
@@ -733,9 +734,16 @@ fn inspect(model: &str) -> Result<ExitCode> {
     );
     println!("scoring       {}", s.scoring);
     let p = &s.preprocess;
+    let geometry = match p.resize {
+        ResizeMode::ShortestSide => format!(
+            "shortest side to {} then {}x{} centre crop",
+            p.resize_to, p.image_size, p.image_size
+        ),
+        ResizeMode::Squash => format!("squashed to {}x{}, no crop", p.image_size, p.image_size),
+    };
     println!(
-        "preprocess    {:?} to {} then {}x{} crop, {:?}, mean {:?}, std {:?}",
-        p.resize, p.resize_to, p.image_size, p.image_size, p.interpolation, p.mean, p.std
+        "preprocess    {geometry}, {:?}, mean {:?}, std {:?}",
+        p.interpolation, p.mean, p.std
     );
     match &s.tokenizer {
         TokenizerSpec::ClipBpe {

@@ -1,0 +1,225 @@
+//! Model families beyond CLIP, each against its reference export (`models/export_<family>.py`
+//! writes the bundle and the fixtures): token ids equal to the family's reference tokenizer,
+//! image and text embeddings equal to PyTorch (fp32) and onnxruntime (int8), and the
+//! probabilities the model itself gives, through the family's own scoring.
+//!
+//! Families: `siglip-tiny-seeded` (transformers `SiglipModel`, seeded; SentencePiece Unigram
+//! tokenizer, squash preprocessing, sigmoid scoring with the model's bias).
+
+mod common;
+
+use std::path::PathBuf;
+
+use edgeclip::bundle::{Bundle, Precision};
+use edgeclip::classify::Scoring;
+use edgeclip::encoder::Embedding;
+use edgeclip::engine::{Engine, EngineOptions};
+use edgeclip::labels::LabelSet;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct ImageRef {
+    path: String,
+    fp32: Vec<f32>,
+    int8: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct TextRef {
+    text: String,
+    ids: Vec<i64>,
+    fp32: Vec<f32>,
+    int8: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct ScoreRef {
+    path: String,
+    labels: Vec<String>,
+    prompts: Vec<String>,
+    probs: Vec<f32>,
+}
+
+struct Family {
+    bundle: Bundle,
+    fixtures: PathBuf,
+    datasets: PathBuf,
+}
+
+fn family(name: &str) -> Option<Family> {
+    let fixtures = common::fixture_dir(name)?;
+    let bundle = common::bundle_dir(name)?;
+    let datasets = common::shared_datasets()?;
+    edgeclip::encoder::set_threads(2);
+    Some(Family {
+        bundle: Bundle::open_dir(&bundle).expect("bundle opens"),
+        fixtures,
+        datasets,
+    })
+}
+
+impl Family {
+    fn engine(&self, precision: Precision) -> Engine {
+        // No cache: the towers must run.
+        Engine::open(
+            self.bundle.clone(),
+            &EngineOptions {
+                precision,
+                cache_dir: None,
+                ..Default::default()
+            },
+        )
+        .expect("engine opens")
+    }
+
+    fn records<T: for<'de> Deserialize<'de>>(&self, file: &str) -> Vec<T> {
+        let refs: Vec<T> = common::read_jsonl(&self.fixtures.join(file));
+        assert!(!refs.is_empty(), "{file} is empty");
+        refs
+    }
+
+    fn image(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.datasets.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
+
+fn unit(v: &[f32]) -> Embedding {
+    Embedding::normalised(v.to_vec()).expect("reference embedding is finite")
+}
+
+/// Lowest cosine of `ours` against the references, printed with its item.
+fn min_cos(what: &str, items: &[(String, Embedding, Embedding)]) -> f32 {
+    let pairs: Vec<(String, f32)> = items
+        .iter()
+        .map(|(name, ours, reference)| (name.clone(), ours.cosine(reference)))
+        .collect();
+    let st = common::stats(&pairs);
+    eprintln!(
+        "{what}: {} items, min cos {:.6} ({}), mean {:.6}",
+        items.len(),
+        st.min,
+        st.worst,
+        st.mean
+    );
+    st.min
+}
+
+#[test]
+fn siglip_tokens_match_the_reference_tokenizer() {
+    let Some(f) = family("siglip-tiny-seeded") else {
+        return;
+    };
+    let e = f.engine(Precision::Int8);
+    let refs: Vec<TextRef> = f.records("texts.jsonl");
+    let mut wrong = Vec::new();
+    for r in &refs {
+        let ours = e.tokenize(&r.text).expect("tokenizes");
+        if ours.ids != r.ids {
+            wrong.push(format!(
+                "{:?}\n  ours {:?}\n  ref  {:?}",
+                r.text, ours.ids, r.ids
+            ));
+        }
+    }
+    eprintln!(
+        "{} texts (Russian, Portuguese, Chinese, Arabic, emoji, long)",
+        refs.len()
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn siglip_embeddings_match_the_reference_fp32_and_int8() {
+    let Some(f) = family("siglip-tiny-seeded") else {
+        return;
+    };
+    let images: Vec<ImageRef> = f.records("images.jsonl");
+    let texts: Vec<TextRef> = f.records("texts.jsonl");
+    let mut failures = Vec::new();
+    for (precision, bound) in [(Precision::Fp32, 0.9999f32), (Precision::Int8, 0.99)] {
+        let mut e = f.engine(precision);
+        let reference =
+            |r: &[f32], q: &[f32]| unit(if precision == Precision::Fp32 { r } else { q });
+        let img: Vec<(String, Embedding, Embedding)> = images
+            .iter()
+            .map(|r| {
+                let ours = e
+                    .embed_image_bytes(&f.image(&r.path))
+                    .unwrap_or_else(|err| panic!("{}: {err}", r.path));
+                (r.path.clone(), ours, reference(&r.fp32, &r.int8))
+            })
+            .collect();
+        let txt: Vec<(String, Embedding, Embedding)> = texts
+            .iter()
+            .map(|r| {
+                let ours = e.embed_text_uncached(&r.text).expect("text embeds");
+                (r.text.clone(), ours, reference(&r.fp32, &r.int8))
+            })
+            .collect();
+        for (what, items) in [("image", &img), ("text", &txt)] {
+            let min = min_cos(&format!("{what} {precision} vs reference"), items);
+            if min < bound {
+                failures.push(format!("{what} {precision}: min cos {min} < {bound}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn siglip_scores_each_label_with_the_models_sigmoid() {
+    let Some(f) = family("siglip-tiny-seeded") else {
+        return;
+    };
+    assert!(
+        matches!(f.bundle.spec.scoring, Scoring::Sigmoid { bias, .. } if bias != 0.0),
+        "{:?}",
+        f.bundle.spec.scoring
+    );
+    let refs: Vec<ScoreRef> = f.records("scores.jsonl");
+    let mut e = f.engine(Precision::Fp32);
+    // The reference's prompts exactly, one per label.
+    let file: String = refs[0]
+        .labels
+        .iter()
+        .zip(&refs[0].prompts)
+        .map(|(l, p)| format!("{l}: {p}\n"))
+        .collect();
+    let labels = LabelSet::parse(file.as_bytes(), "cifar10 prompts").unwrap();
+    let (classifier, _) = e.classifier(&labels).expect("label matrix");
+    let mut worst = (0.0f32, String::new());
+    for r in &refs {
+        let image = e
+            .embed_image_bytes(&f.image(&r.path))
+            .expect("image embeds");
+        let scores = classifier.scores(&image);
+        for ((label, ours), theirs) in r.labels.iter().zip(&scores.probs).zip(&r.probs) {
+            let d = (ours - theirs).abs();
+            if d > worst.0 {
+                worst = (
+                    d,
+                    format!("{} / {label}: ours {ours}, model {theirs}", r.path),
+                );
+            }
+        }
+    }
+    let spread = refs
+        .iter()
+        .flat_map(|r| r.probs.iter().copied())
+        .fold((1.0f32, 0.0f32), |(lo, hi), p| (lo.min(p), hi.max(p)));
+    eprintln!(
+        "{} photos x {} labels: max |p - p_model| {:.2e} ({}); model's p spans {:.3}..{:.3}",
+        refs.len(),
+        refs[0].labels.len(),
+        worst.0,
+        worst.1,
+        spread.0,
+        spread.1
+    );
+    // fp32 embeddings agree to cos 0.9999; through a scale of 100 that moves p by ~1e-3.
+    assert!(worst.0 < 5e-3, "{}", worst.1);
+    assert!(
+        spread.1 - spread.0 > 0.5,
+        "the fixture should exercise the sigmoid's range"
+    );
+}
