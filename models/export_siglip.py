@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import string
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 import edgeclip_common as C
 from export_clip import export_onnx, op_histogram, quantise, toml_str
+from family_common import corpus, jsonl, train_spiece
 
 CONTEXT = 64
 T0 = time.time()
@@ -62,30 +61,6 @@ SEEDED = {
 
 def log(msg: str) -> None:
     print(f"[export_siglip {time.time() - T0:6.1f}s] {msg}", flush=True)
-
-
-def corpus() -> list[str]:
-    text = (C.MODELS_DIR / "corpus" / "multilingual.txt").read_text(encoding="utf-8")
-    return [line for line in text.split("\n") if line and not line.startswith("#")]
-
-
-def train_spiece(out: Path, vocab_size: int) -> Path:
-    """A SentencePiece Unigram model trained on the multilingual corpus, with SigLIP's special
-    pieces: <pad> 0, </s> 1, <unk> 2 (no <s>)."""
-    import sentencepiece as spm
-    work = out / "spiece-train"
-    work.mkdir(parents=True, exist_ok=True)
-    # Repeated so that the trainer's sentence sampling sees every line.
-    (work / "corpus.txt").write_text("\n".join(corpus() * 3) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(work / "corpus.txt"), model_prefix=str(work / "spiece"), vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", hard_vocab_limit=False,
-        num_threads=1, minloglevel=2)
-    dst = out / "spiece.model"
-    shutil.copyfile(work / "spiece.model", dst)
-    shutil.rmtree(work)
-    return dst
 
 
 def fast_tokenizer(slow):
@@ -268,12 +243,6 @@ cos_vs_fp32_mean = {fid["textual_cos_mean"]:.6f}
     (bundle / "manifest.toml").write_text(text, encoding="utf-8")
 
 
-def jsonl(path: Path, rows) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group()
@@ -303,7 +272,8 @@ def main() -> int:
         shutil.copyfile(args.checkpoint / "spiece.model", bundle / "spiece.model")
     else:
         log(f"training a SentencePiece Unigram tokenizer ({args.vocab} pieces) on the corpus")
-        train_spiece(bundle, args.vocab)
+        # SigLIP's special pieces: <pad> 0, </s> 1, <unk> 2, no <s>.
+        train_spiece(bundle, args.vocab, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
     slow = SiglipTokenizer(str(bundle / "spiece.model"), model_max_length=CONTEXT)
     fast = fast_tokenizer(slow)
     tok = check_tokenizer(slow, fast)
