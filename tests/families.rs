@@ -3,8 +3,13 @@
 //! image and text embeddings equal to PyTorch (fp32) and onnxruntime (int8), and the
 //! probabilities the model itself gives, through the family's own scoring.
 //!
-//! Families: `siglip-tiny-seeded` (transformers `SiglipModel`, seeded; SentencePiece Unigram
-//! tokenizer, squash preprocessing, sigmoid scoring with the model's bias).
+//! Families:
+//! - `siglip-tiny-seeded` (transformers `SiglipModel`, seeded; SentencePiece Unigram
+//!   tokenizer, squash preprocessing, sigmoid scoring with the model's bias);
+//! - `mclip-tiny-seeded` (the `multilingual-clip` package's `MultilingualCLIP`: XLM-R text
+//!   tower, mean pooling over the mask the graph rebuilds from the padding, a linear map into
+//!   `clip-tiny-seeded`'s image space, whose image tower it reuses; XLM-R SentencePiece with
+//!   fairseq ids).
 
 mod common;
 
@@ -104,11 +109,8 @@ fn min_cos(what: &str, items: &[(String, Embedding, Embedding)]) -> f32 {
     st.min
 }
 
-#[test]
-fn siglip_tokens_match_the_reference_tokenizer() {
-    let Some(f) = family("siglip-tiny-seeded") else {
-        return;
-    };
+/// Every fixture text tokenizes to the reference ids.
+fn tokens_match(f: &Family) {
     let e = f.engine(Precision::Int8);
     let refs: Vec<TextRef> = f.records("texts.jsonl");
     let mut wrong = Vec::new();
@@ -128,12 +130,10 @@ fn siglip_tokens_match_the_reference_tokenizer() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-#[test]
-fn siglip_embeddings_match_the_reference_fp32_and_int8() {
-    let Some(f) = family("siglip-tiny-seeded") else {
-        return;
-    };
-    let images: Vec<ImageRef> = f.records("images.jsonl");
+/// Image (where the family has its own image tower) and text embeddings against the
+/// reference: fp32 to cos 0.9999, int8 to 0.99.
+fn embeddings_match(f: &Family, images_file: Option<&str>) {
+    let images: Vec<ImageRef> = images_file.map_or_else(Vec::new, |file| f.records(file));
     let texts: Vec<TextRef> = f.records("texts.jsonl");
     let mut failures = Vec::new();
     for (precision, bound) in [(Precision::Fp32, 0.9999f32), (Precision::Int8, 0.99)] {
@@ -157,6 +157,9 @@ fn siglip_embeddings_match_the_reference_fp32_and_int8() {
             })
             .collect();
         for (what, items) in [("image", &img), ("text", &txt)] {
+            if items.is_empty() {
+                continue;
+            }
             let min = min_cos(&format!("{what} {precision} vs reference"), items);
             if min < bound {
                 failures.push(format!("{what} {precision}: min cos {min} < {bound}"));
@@ -164,6 +167,50 @@ fn siglip_embeddings_match_the_reference_fp32_and_int8() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn siglip_tokens_match_the_reference_tokenizer() {
+    if let Some(f) = family("siglip-tiny-seeded") {
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn siglip_embeddings_match_the_reference_fp32_and_int8() {
+    if let Some(f) = family("siglip-tiny-seeded") {
+        embeddings_match(&f, Some("images.jsonl"));
+    }
+}
+
+#[test]
+fn mclip_tokens_match_the_reference_tokenizer() {
+    if let Some(f) = family("mclip-tiny-seeded") {
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn mclip_text_embeddings_match_the_packages_forward() {
+    let Some(f) = family("mclip-tiny-seeded") else {
+        return;
+    };
+    assert_eq!(f.bundle.spec.family, "m-clip");
+    assert!(f.bundle.spec.multilingual);
+    // The image tower is clip-tiny-seeded's, byte for byte (its parity is
+    // tests/embedding_parity.rs with EDGECLIP_PARITY_BUNDLE=clip-tiny-seeded).
+    let clip = common::bundle_dir("clip-tiny-seeded").expect("the image bundle");
+    let clip = Bundle::open_dir(&clip).expect("clip-tiny-seeded opens");
+    for p in [Precision::Fp32, Precision::Int8] {
+        let ours = std::fs::read(&f.bundle.visual_file(p).unwrap().path).unwrap();
+        let theirs = std::fs::read(&clip.visual_file(p).unwrap().path).unwrap();
+        assert!(
+            ours == theirs,
+            "{p} image tower differs from clip-tiny-seeded's"
+        );
+    }
+    assert_eq!(f.bundle.spec.preprocess, clip.spec.preprocess);
+    embeddings_match(&f, None);
 }
 
 #[test]
