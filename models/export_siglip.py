@@ -40,7 +40,7 @@ import numpy as np
 
 import edgeclip_common as C
 from export_clip import export_onnx, op_histogram, quantise, toml_str
-from family_common import corpus, jsonl, train_spiece
+from family_common import corpus, jsonl, fidelity_notes, tower_toml, train_spiece, write_toml
 
 CONTEXT = 64
 T0 = time.time()
@@ -182,8 +182,6 @@ def fixture_images() -> list[str]:
 
 def write_manifest(bundle: Path, name: str, description: str, architecture: str, dim: int,
                    scale: float, bias: float, pp: dict, fid: dict, multilingual: bool) -> None:
-    sha = {f: C.sha256_file(bundle / f) for f in
-           ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")}
     text = f'''format = 1
 name = {toml_str(name)}
 architecture = {toml_str(architecture)}
@@ -210,37 +208,10 @@ file = "tokenizer.json"      # SentencePiece Unigram (spiece.model) as tokenizer
 context_length = {CONTEXT}
 pad_id = 1                   # SigLIP pads with </s>
 
-[visual]
-input = "pixel_values"
-output = "image_embeds"
-[visual.fp32]
-file = "visual.onnx"
-sha256 = "{sha["visual.onnx"]}"
-[visual.int8]
-file = "visual.int8.onnx"
-sha256 = "{sha["visual.int8.onnx"]}"
-scheme = "per-channel symmetric int8 weights (MatMul; output projection kept fp32), activations symmetric int8 per row"
-# cos(int8, fp32) of normalised image embeddings over the {fid["images"]} fixture photos
-cos_vs_fp32_min = {fid["visual_cos_min"]:.6f}
-cos_vs_fp32_mean = {fid["visual_cos_mean"]:.6f}
-
-[textual]
-input = "input_ids"
-output = "text_embeds"
-[textual.fp32]
-file = "textual.onnx"
-sha256 = "{sha["textual.onnx"]}"
-[textual.int8]
-file = "textual.int8.onnx"
-sha256 = "{sha["textual.int8.onnx"]}"
-scheme = "dynamic per-channel symmetric int8 weights (MatMul; output projection kept fp32), uint8 activations"
-# cos(int8, fp32) of normalised text embeddings over the {fid["texts"]} corpus texts
-cos_vs_fp32_min = {fid["textual_cos_min"]:.6f}
-cos_vs_fp32_mean = {fid["textual_cos_mean"]:.6f}
 '''
-    import tomllib
-    tomllib.loads(text)
-    (bundle / "manifest.toml").write_text(text, encoding="utf-8")
+    text += "\n" + tower_toml(bundle, "visual", fidelity_notes(fid, "visual", f"the {fid['images']} fixture photos"))
+    text += "\n" + tower_toml(bundle, "textual", fidelity_notes(fid, "textual", f"the {fid['texts']} corpus texts"))
+    write_toml(bundle / "manifest.toml", text)
 
 
 def main() -> int:

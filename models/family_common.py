@@ -37,3 +37,42 @@ def jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+SCHEME = {
+    "visual": "per-channel symmetric int8 weights (MatMul; output projection kept fp32), "
+              "activations symmetric int8 per row",
+    "textual": "dynamic per-channel symmetric int8 weights (MatMul; output projection kept fp32), "
+               "uint8 activations",
+}
+
+
+def tower_toml(bundle: Path, tower: str, int8_notes: dict[str, str] | None = None) -> str:
+    """The manifest's `[visual]` or `[textual]` table: its input and output names, both files with
+    their sha256, and for int8 the quantisation scheme plus `int8_notes` (key: TOML value; a
+    key starting with '#' is written as a comment line)."""
+    io = {"visual": ("pixel_values", "image_embeds"), "textual": ("input_ids", "text_embeds")}[tower]
+    lines = [f"[{tower}]", f'input = "{io[0]}"', f'output = "{io[1]}"']
+    for precision, suffix in (("fp32", ".onnx"), ("int8", ".int8.onnx")):
+        f = f"{tower}{suffix}"
+        lines += [f"[{tower}.{precision}]", f'file = "{f}"', f'sha256 = "{C.sha256_file(bundle / f)}"']
+    if int8_notes is not None:
+        lines.append(f'scheme = "{SCHEME[tower]}"')
+        lines += [k if k.startswith("#") else f"{k} = {v}" for k, v in int8_notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def fidelity_notes(fid: dict, tower: str, over: str) -> dict[str, str]:
+    """`int8_notes` for [`tower_toml`]: cos(int8, fp32) min and mean from `fid`
+    (`<tower>_cos_min`, `<tower>_cos_mean`) over `over` (what was embedded)."""
+    kind = {"visual": "image", "textual": "text"}[tower]
+    return {f"# cos(int8, fp32) of normalised {kind} embeddings over {over}": "",
+            "cos_vs_fp32_min": f"{fid[tower + '_cos_min']:.6f}",
+            "cos_vs_fp32_mean": f"{fid[tower + '_cos_mean']:.6f}"}
+
+
+def write_toml(path: Path, text: str) -> None:
+    """Writes a manifest after checking that it parses."""
+    import tomllib
+    tomllib.loads(text)
+    path.write_text(text, encoding="utf-8")

@@ -15,25 +15,11 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::{ImageRef, TextRef};
 use edgeclip::bundle::{Bundle, Precision};
 use edgeclip::encoder::{Backend, Embedding};
 use edgeclip::engine::{Engine, EngineOptions};
 use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct ImageRef {
-    path: String,
-    fp32: Vec<f32>,
-    int8: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct TextRef {
-    text: String,
-    ids: Vec<i64>,
-    fp32: Vec<f32>,
-    int8: Vec<f32>,
-}
 
 struct Setup {
     bundle: Bundle,

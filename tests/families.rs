@@ -15,27 +15,13 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::{ImageRef, TextRef};
 use edgeclip::bundle::{Bundle, Precision};
 use edgeclip::classify::Scoring;
 use edgeclip::encoder::Embedding;
 use edgeclip::engine::{Engine, EngineOptions};
 use edgeclip::labels::LabelSet;
 use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct ImageRef {
-    path: String,
-    fp32: Vec<f32>,
-    int8: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct TextRef {
-    text: String,
-    ids: Vec<i64>,
-    fp32: Vec<f32>,
-    int8: Vec<f32>,
-}
 
 #[derive(Deserialize)]
 struct ScoreRef {

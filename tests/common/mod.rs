@@ -25,6 +25,31 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// One reference photo of a fixture set (`images.jsonl`): its path under the shared
+/// datasets and the reference embeddings at both precisions.
+#[derive(serde::Deserialize)]
+pub struct ImageRef {
+    /// Path relative to `../shared/datasets`.
+    pub path: String,
+    /// PyTorch / onnxruntime fp32 embedding.
+    pub fp32: Vec<f32>,
+    /// onnxruntime int8 embedding.
+    pub int8: Vec<f32>,
+}
+
+/// One reference text of a fixture set (`texts.jsonl`): its token ids and embeddings.
+#[derive(serde::Deserialize)]
+pub struct TextRef {
+    /// The text as written.
+    pub text: String,
+    /// Token ids from the family's reference tokenizer, padded to the context.
+    pub ids: Vec<i64>,
+    /// Reference fp32 embedding.
+    pub fp32: Vec<f32>,
+    /// Reference int8 embedding.
+    pub int8: Vec<f32>,
+}
+
 /// Environment variable that turns "fixture missing" from a skip into a failure.
 pub const REQUIRE_FIXTURES_ENV: &str = "EDGECLIP_REQUIRE_FIXTURES";
 
