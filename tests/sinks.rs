@@ -601,6 +601,50 @@ fn mqtt_publishes_events_state_and_discovery_and_survives_a_broker_restart() {
     assert_eq!(retained(port, "test/status"), Some("offline".into()));
 }
 
+/// A TCP forwarder to the broker that the test opens and closes: closed, it accepts and
+/// drops at once (to the sink, a broker that is not there). It lets the test subscriber
+/// resubscribe after a broker restart before the sink can reconnect and flush its queue;
+/// otherwise the queue can reach the restarted broker before anyone subscribes, and the
+/// broker drops what nobody is subscribed to.
+struct Gate {
+    port: u16,
+    open: Arc<AtomicBool>,
+}
+
+impl Gate {
+    fn start(broker_port: u16) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("gate listens");
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let is_open = Arc::clone(&open);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !is_open.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", broker_port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Gate { port, open }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+    }
+}
+
 /// How long [`mqtt_rides_out_a_broker_outage_of_minutes`] keeps the broker down, in
 /// seconds (default 120; e.g. 600 by hand).
 const OUTAGE_ENV: &str = "EDGECLIP_MQTT_OUTAGE_SECS";
@@ -627,7 +671,8 @@ fn mqtt_rides_out_a_broker_outage_of_minutes() {
         mqtt_queue: 100,
         ..SinkOptions::default()
     };
-    let name = format!("mqtt://127.0.0.1:{port}/outage");
+    let gate = Gate::start(port);
+    let name = format!("mqtt://127.0.0.1:{}/outage", gate.port);
     let mut sink = MqttSink::open(&name, &options).unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || sink.is_connected()),
@@ -668,6 +713,7 @@ fn mqtt_rides_out_a_broker_outage_of_minutes() {
     );
 
     // Down for minutes: one event a second, each send returns at once.
+    gate.set_open(false);
     broker.stop();
     let down = Instant::now();
     let mut refused_so_far = 0;
@@ -685,6 +731,7 @@ fn mqtt_rides_out_a_broker_outage_of_minutes() {
     // Back: what waited is delivered, the queue takes messages again.
     broker.restart();
     watcher.wait_subscribed(2);
+    gate.set_open(true);
     assert!(
         wait_until(Duration::from_secs(10), || sink.is_connected()),
         "sink did not reconnect after {outage:?}"
