@@ -778,14 +778,16 @@ mod hf {
             .and_then(size_of)
             .or(config.vision_config.as_ref().and_then(|v| v.image_size))
             .unwrap_or(224);
-        let resize_to = pp.size.as_ref().and_then(size_of).unwrap_or(image_size);
+        // Without a centre crop the tower sees the resize's output: squashed to its input size.
+        let (resize, resize_to) = if pp.do_center_crop == Some(false) {
+            (ResizeMode::Squash, image_size)
+        } else {
+            let to = pp.size.as_ref().and_then(size_of).unwrap_or(image_size);
+            (ResizeMode::ShortestSide, to)
+        };
         let preprocess = PreprocessSpec {
             image_size,
-            resize: if pp.do_center_crop == Some(false) {
-                ResizeMode::Squash
-            } else {
-                ResizeMode::ShortestSide
-            },
+            resize,
             resize_to,
             // PIL codes: 2 = bilinear, 3 = bicubic (CLIP's).
             interpolation: if pp.resample == Some(2) {

@@ -739,7 +739,15 @@ fn inspect(model: &str) -> Result<ExitCode> {
             "shortest side to {} then {}x{} centre crop",
             p.resize_to, p.image_size, p.image_size
         ),
+        ResizeMode::Squash if p.resize_to > p.image_size => format!(
+            "squashed to {}x{} then {}x{} centre crop",
+            p.resize_to, p.resize_to, p.image_size, p.image_size
+        ),
         ResizeMode::Squash => format!("squashed to {}x{}, no crop", p.image_size, p.image_size),
+        ResizeMode::CenterSquare => format!(
+            "centre square of the shortest side, resized to {}x{}",
+            p.image_size, p.image_size
+        ),
     };
     println!(
         "preprocess    {geometry}, {:?}, mean {:?}, std {:?}",

@@ -201,16 +201,16 @@ fn manifest(data: &[u8]) {
 }
 
 /// The preprocessing spec an input asks for, from its last byte (so the leading magic
-/// bytes stay free for the decoder): small sizes keep the fuzzer fast, both resize modes
+/// bytes stay free for the decoder): small sizes keep the fuzzer fast, every resize mode
 /// and both kernels are reached.
 fn spec_from(byte: u8) -> PreprocessSpec {
     let size = 8 + u32::from(byte % 32);
     PreprocessSpec {
         image_size: size,
-        resize: if byte & 0x40 == 0 {
-            ResizeMode::ShortestSide
-        } else {
-            ResizeMode::Squash
+        resize: match (byte & 0x40 == 0, byte & 0x10 == 0) {
+            (true, _) => ResizeMode::ShortestSide,
+            (false, true) => ResizeMode::Squash,
+            (false, false) => ResizeMode::CenterSquare,
         },
         resize_to: size + u32::from(byte >> 7) * 3,
         interpolation: if byte & 0x20 == 0 {

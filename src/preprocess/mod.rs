@@ -12,6 +12,11 @@
 //!    with Python's round-half-to-even, zero padding when the image is
 //!    smaller than the crop;
 //! 4. `ToTensor()` + `Normalize(mean, std)`: CHW, `(x / 255 - mean) / std`.
+//!
+//! Other families were trained on other pipelines, chosen by [`ResizeMode`]:
+//! SigLIP's and ALIGN's Hugging Face processors squash both sides (ALIGN then
+//! crops, with HF's floored offsets), ruCLIP crops the centre square first
+//! and resizes it. Each mode is tested against its reference processor.
 
 mod decode;
 mod resample;
@@ -40,9 +45,10 @@ pub struct PreprocessSpec {
     pub image_size: u32,
     /// How the image is brought to `image_size`.
     pub resize: ResizeMode,
-    /// Target of the shortest side in [`ResizeMode::ShortestSide`]: 224 for
-    /// CLIP, 256 for EfficientNet-style "resize 256, crop 224". Unused by
-    /// [`ResizeMode::Squash`].
+    /// Target of the shortest side in [`ResizeMode::ShortestSide`] (224 for
+    /// CLIP, 256 for EfficientNet-style "resize 256, crop 224"), of both sides
+    /// in [`ResizeMode::Squash`] (image_size for SigLIP, 346 for ALIGN's 289
+    /// crop). Unused by [`ResizeMode::CenterSquare`].
     pub resize_to: u32,
     /// Resampling kernel.
     pub interpolation: Interpolation,
@@ -59,8 +65,16 @@ pub enum ResizeMode {
     /// torchvision `Resize(int)`: shortest side to `resize_to`, aspect kept
     /// (long side truncated), then centre crop to `image_size`.
     ShortestSide,
-    /// Both sides straight to `image_size`, aspect not kept, no crop.
+    /// Hugging Face `resize({height, width})`: both sides to `resize_to`,
+    /// aspect not kept, then (when `resize_to > image_size`) HF's
+    /// `center_crop` to `image_size`, offsets `(resize_to - image_size) // 2`.
+    /// SigLIP (no crop), ALIGN (346 → 289).
     Squash,
+    /// ruCLIP's `RandomResizedCrop(image_size, scale=(1, 1), ratio=(1, 1))`,
+    /// which for any photo that is not (nearly) square falls back to
+    /// torchvision's centre crop: the centred square of the shortest side,
+    /// offsets `(long - short) // 2`, then that square resized to `image_size`.
+    CenterSquare,
 }
 
 /// Resampling kernel, with Pillow's definitions.
@@ -102,8 +116,24 @@ impl PreprocessSpec {
                 self.image_size
             ));
         }
-        if self.resize == ResizeMode::ShortestSide && self.resize_to == 0 {
-            return bad("resize_to is 0".into());
+        match self.resize {
+            ResizeMode::ShortestSide if self.resize_to == 0 => {
+                return bad("resize_to is 0".into());
+            }
+            ResizeMode::Squash if self.resize_to < self.image_size => {
+                return bad(format!(
+                    "resize_to {} is smaller than image_size {} (squash resizes to resize_to, \
+                     then crops image_size)",
+                    self.resize_to, self.image_size
+                ));
+            }
+            ResizeMode::Squash if self.resize_to > MAX_IMAGE_SIZE => {
+                return bad(format!(
+                    "resize_to {} is outside 1..={MAX_IMAGE_SIZE}",
+                    self.resize_to
+                ));
+            }
+            _ => {}
         }
         if let Some(c) = (0..3).find(|&c| !self.mean[c].is_finite()) {
             return bad(format!("mean[{c}] = {} is not finite", self.mean[c]));
@@ -208,11 +238,26 @@ struct AxisLayout {
     pad: u32,
 }
 
-/// Centre-crop placement along one axis, as torchvision's `center_crop`.
-fn crop_axis(in_size: u32, resized: u64, crop: u32) -> AxisLayout {
+/// How a centre crop rounds an odd margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CropOffset {
+    /// torchvision's `int(round(margin / 2.0))`, half to even.
+    TorchVision,
+    /// Hugging Face's `margin // 2`.
+    Floor,
+}
+
+/// Centre-crop placement along one axis, as torchvision's or Hugging Face's
+/// `center_crop`.
+fn crop_axis(in_size: u32, resized: u64, crop: u32, offset: CropOffset) -> AxisLayout {
     let crop64 = u64::from(crop);
     let (first, count, pad) = if resized >= crop64 {
-        (round_half_even_half(resized - crop64), crop, 0)
+        let margin = resized - crop64;
+        let first = match offset {
+            CropOffset::TorchVision => round_half_even_half(margin),
+            CropOffset::Floor => margin / 2,
+        };
+        (first, crop, 0)
     } else {
         // resized < crop ≤ MAX_IMAGE_SIZE, so it fits in u32.
         let r = resized as u32;
@@ -327,12 +372,34 @@ impl Preprocessor {
             });
         }
         let s = self.spec.image_size;
-        let (new_w, new_h) = match self.spec.resize {
-            ResizeMode::ShortestSide => shortest_side_size(w, h, self.spec.resize_to),
-            ResizeMode::Squash => (u64::from(s), u64::from(s)),
+        let src_stride = w as usize * 3;
+        // The part of the image that is resized (all of it but for
+        // CenterSquare), as its top-left pixel and size.
+        let (x0, y0, w, h) = match self.spec.resize {
+            ResizeMode::CenterSquare => {
+                let side = w.min(h);
+                ((w - side) / 2, (h - side) / 2, side, side)
+            }
+            ResizeMode::ShortestSide | ResizeMode::Squash => (0, 0, w, h),
         };
-        let x = crop_axis(w, new_w, s);
-        let y = crop_axis(h, new_h, s);
+        let (new_w, new_h, offset) = match self.spec.resize {
+            ResizeMode::ShortestSide => {
+                let (nw, nh) = shortest_side_size(w, h, self.spec.resize_to);
+                (nw, nh, CropOffset::TorchVision)
+            }
+            ResizeMode::Squash => {
+                let r = u64::from(self.spec.resize_to);
+                (r, r, CropOffset::Floor)
+            }
+            ResizeMode::CenterSquare => (u64::from(s), u64::from(s), CropOffset::Floor),
+        };
+        let x = crop_axis(w, new_w, s, offset);
+        let y = crop_axis(h, new_h, s, offset);
+        let src_first = (y0 as usize * src_stride) + x0 as usize * 3;
+        let src = img
+            .as_raw()
+            .get(src_first..)
+            .ok_or(PreprocessError::Internal("centre square outside the image"))?;
         let filter = match self.spec.interpolation {
             Interpolation::Bicubic => Filter::Bicubic,
             Interpolation::Bilinear => Filter::Bilinear,
@@ -351,7 +418,7 @@ impl Preprocessor {
             .get_mut(offset..)
             .ok_or(PreprocessError::Internal("crop padding exceeds the crop"))?;
         self.resampler
-            .resize_window(img.as_raw(), x.window, y.window, filter, dst, stride);
+            .resize_window(src, src_stride, x.window, y.window, filter, dst, stride);
         Ok(())
     }
 }

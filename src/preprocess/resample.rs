@@ -216,26 +216,31 @@ pub(crate) struct AxisWindow {
 }
 
 impl Resampler {
-    /// Writes the window `x`×`y` of `src` (packed RGB, `x.in_size`×`y.in_size`)
-    /// resized to `x.out_size`×`y.out_size` into `dst`, a packed RGB buffer
-    /// with `dst_stride` bytes per row, starting at its first byte.
+    /// Writes the window `x`×`y` of `src` (packed RGB, `x.in_size`×`y.in_size`
+    /// pixels in rows `src_stride` bytes apart: a crop of a larger image, as
+    /// Pillow's `img.crop(box).resize(...)` sees it) resized to
+    /// `x.out_size`×`y.out_size` into `dst`, a packed RGB buffer with
+    /// `dst_stride` bytes per row, starting at its first byte.
     ///
-    /// Callers guarantee `src.len() == 3 * x.in_size * y.in_size`, windows
-    /// inside the resized extent and `dst` large enough; violations skip rows
-    /// rather than index out of bounds.
+    /// Callers guarantee `src` holds `y.in_size` such rows, windows inside the
+    /// resized extent and `dst` large enough; violations skip rows rather than
+    /// index out of bounds.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn resize_window(
         &mut self,
         src: &[u8],
+        src_stride: usize,
         x: AxisWindow,
         y: AxisWindow,
         filter: Filter,
         dst: &mut [u8],
         dst_stride: usize,
     ) {
-        let src_stride = x.in_size as usize * 3;
+        // Bytes of one source row inside the crop (src_stride may be longer).
+        let src_row_bytes = x.in_size as usize * 3;
         let out_w = x.count as usize;
         let out_h = y.count as usize;
-        if out_w == 0 || out_h == 0 || src_stride == 0 {
+        if out_w == 0 || out_h == 0 || src_row_bytes == 0 || src_stride < src_row_bytes {
             return;
         }
         self.horiz
@@ -247,7 +252,8 @@ impl Resampler {
         if self.vert.identity {
             // Horizontal pass only (or a plain copy), straight into `dst`.
             for (i, &row) in self.vert.starts.iter().enumerate() {
-                let Some(src_row) = src.get(row * src_stride..(row + 1) * src_stride) else {
+                let Some(src_row) = src.get(row * src_stride..row * src_stride + src_row_bytes)
+                else {
                     continue;
                 };
                 let Some(dst_row) = dst.get_mut(i * dst_stride..i * dst_stride + row_bytes) else {
@@ -303,7 +309,7 @@ impl Resampler {
             self.temp.resize((row_hi - row_lo) * row_bytes, 0);
             for (r, temp_row) in self.temp.chunks_exact_mut(row_bytes).enumerate() {
                 let row = row_lo + r;
-                if let Some(src_row) = src.get(row * src_stride..(row + 1) * src_stride) {
+                if let Some(src_row) = src.get(row * src_stride..row * src_stride + src_row_bytes) {
                     horizontal_row(&self.horiz, 0, src_row, temp_row);
                 }
             }

@@ -104,9 +104,62 @@ fn tall_image_takes_pillow_13s_vertical_first_order() {
 fn squash_matches_pillow_bit_exactly() {
     let spec = PreprocessSpec {
         resize: ResizeMode::Squash,
-        ..spec(16, 0, Interpolation::Bicubic)
+        ..spec(16, 16, Interpolation::Bicubic)
     };
     assert_golden(&lcg_image(8, 64, 5), spec, SQUASH_8X64_BICUBIC_16);
+}
+
+#[test]
+fn squash_then_crop_takes_hugging_faces_floored_offset() {
+    // ALIGN's processor: squash to 23x23, crop 16 at 7 // 2 = 3 on both axes
+    // (torchvision's rounding would start at 4 and fail the golden).
+    let spec = PreprocessSpec {
+        resize: ResizeMode::Squash,
+        ..spec(16, 23, Interpolation::Bilinear)
+    };
+    assert_golden(
+        &lcg_image(40, 30, 9),
+        spec,
+        SQUASH_CROP_40X30_BILINEAR_23_16,
+    );
+}
+
+#[test]
+fn center_square_crops_before_resizing_like_pillow() {
+    // ruCLIP: the square is cut out first, so the filter never reaches the
+    // pixels beside it (a resize with a box on the whole image would).
+    let landscape = PreprocessSpec {
+        resize: ResizeMode::CenterSquare,
+        ..spec(16, 16, Interpolation::Bilinear)
+    };
+    assert_golden(
+        &lcg_image(37, 21, 10),
+        landscape,
+        CENTER_SQUARE_37X21_BILINEAR_16,
+    );
+    let portrait_upscaled = PreprocessSpec {
+        resize: ResizeMode::CenterSquare,
+        ..spec(16, 16, Interpolation::Bicubic)
+    };
+    assert_golden(
+        &lcg_image(9, 14, 11),
+        portrait_upscaled,
+        CENTER_SQUARE_9X14_BICUBIC_16,
+    );
+}
+
+#[test]
+fn center_square_of_a_square_image_of_the_right_size_is_identity() {
+    let img = lcg_image(16, 16, 12);
+    let spec = PreprocessSpec {
+        resize: ResizeMode::CenterSquare,
+        ..spec(16, 16, Interpolation::Bilinear)
+    };
+    let mut p = Preprocessor::new(spec);
+    assert_eq!(
+        p.resize_crop(&img).expect("resize"),
+        img.as_raw().as_slice()
+    );
 }
 
 #[test]
@@ -237,6 +290,11 @@ fn invalid_specs_are_reported() {
             mean: [f32::NAN, 0.0, 0.0],
             ..PreprocessSpec::openai_clip(224)
         },
+        PreprocessSpec {
+            // Squash resizes to resize_to and crops image_size out of it.
+            resize: ResizeMode::Squash,
+            ..spec(224, 200, Interpolation::Bicubic)
+        },
     ] {
         assert!(bad.validate().is_err());
         let mut p = Preprocessor::new(bad);
@@ -258,6 +316,9 @@ fn spec_serialises_with_kebab_case_names() {
     })
     .expect("serialise");
     assert!(back.contains(r#""resize":"squash""#), "{back}");
+    let json = json.replace("shortest-side", "center-square");
+    let spec: PreprocessSpec = serde_json::from_str(&json).expect("parse spec");
+    assert_eq!(spec.resize, ResizeMode::CenterSquare);
 }
 
 #[test]
