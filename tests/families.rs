@@ -256,3 +256,79 @@ fn siglip_scores_each_label_with_the_models_sigmoid() {
         "the fixture should exercise the sigmoid's range"
     );
 }
+
+// ALIGN (`align-tiny-seeded`, models/export_align.py): transformers `AlignModel`, seeded. An
+// EfficientNet image tower fed 346 px squashed then centre-cropped to 289 (align-base's
+// EfficientNetImageProcessor, bilinear, x / 127.5 - 1); bert-base-uncased WordPiece padded
+// with [PAD] to 64, the text graph rebuilding the attention mask from the padding; softmax
+// with 1 / temperature.
+
+#[test]
+fn align_tokens_match_the_reference_tokenizer() {
+    if let Some(f) = family("align-tiny-seeded") {
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn align_embeddings_match_the_reference_fp32_and_int8() {
+    let Some(f) = family("align-tiny-seeded") else {
+        return;
+    };
+    assert_eq!(f.bundle.spec.family, "align");
+    let pp = &f.bundle.spec.preprocess;
+    assert_eq!((pp.resize_to, pp.image_size), (346, 289), "{pp:?}");
+    embeddings_match(&f, Some("images.jsonl"));
+}
+
+#[test]
+fn align_softmax_matches_the_models_probabilities() {
+    let Some(f) = family("align-tiny-seeded") else {
+        return;
+    };
+    assert!(
+        matches!(f.bundle.spec.scoring, Scoring::Softmax { .. }),
+        "{:?}",
+        f.bundle.spec.scoring
+    );
+    let refs: Vec<ScoreRef> = f.records("scores.jsonl");
+    let mut e = f.engine(Precision::Fp32);
+    let file: String = refs[0]
+        .labels
+        .iter()
+        .zip(&refs[0].prompts)
+        .map(|(l, p)| format!("{l}: {p}\n"))
+        .collect();
+    let labels = LabelSet::parse(file.as_bytes(), "cifar10 prompts").expect("labels parse");
+    let (classifier, _) = e.classifier(&labels).expect("label matrix");
+    let (mut worst, mut top_max) = ((0.0f32, String::new()), 0.0f32);
+    for r in &refs {
+        let image = e
+            .embed_image_bytes(&f.image(&r.path))
+            .expect("image embeds");
+        let scores = classifier.scores(&image);
+        for ((label, ours), theirs) in r.labels.iter().zip(&scores.probs).zip(&r.probs) {
+            let d = (ours - theirs).abs();
+            if d > worst.0 {
+                worst = (
+                    d,
+                    format!("{} / {label}: ours {ours}, model {theirs}", r.path),
+                );
+            }
+        }
+        top_max = r.probs.iter().copied().fold(top_max, f32::max);
+    }
+    eprintln!(
+        "{} photos x {} labels: max |p - p_model| {:.2e} ({}); model's largest p {top_max:.3}",
+        refs.len(),
+        refs[0].labels.len(),
+        worst.0,
+        worst.1
+    );
+    // Through a scale of 100 the fp32 image embeddings' cos >= 0.999998 (JPEG decoding
+    // differences) moves p by up to 4.0e-3 (measured); a wrong scale, crop or tokenization
+    // moves it by tenths.
+    assert!(worst.0 < 1e-2, "{}", worst.1);
+    // A flat softmax would agree whatever the scale: the fixture must be peaked somewhere.
+    assert!(top_max > 0.5, "the fixture's probabilities are all flat");
+}
