@@ -332,3 +332,122 @@ fn align_softmax_matches_the_models_probabilities() {
     // A flat softmax would agree whatever the scale: the fixture must be peaked somewhere.
     assert!(top_max > 0.5, "the fixture's probabilities are all flat");
 }
+
+// CoCa (`coca-tiny-seeded`, models/export_coca.py): open_clip's `CoCa`, seeded, its contrastive
+// towers only (the attentional pooler's first query; the text tower's appended CLS, its mask
+// traced from the ids), CLIP BPE at context 76, OpenAI preprocessing, softmax.
+// MobileCLIP (`mobileclip-s0v2-seeded`, models/export_mobileclip.py): open_clip's MobileCLIP2-S0
+// at its real sizes, seeded, the FastViT image tower reparameterised; 256 px, mean 0 / std 1,
+// bilinear; text without a causal mask; CLIP BPE at 77, softmax.
+
+/// The bundle's softmax (scale from the manifest) against the model's own probabilities over
+/// the fixture's CIFAR-10 prompts, fp32.
+fn softmax_matches_the_model(f: &Family) {
+    assert!(
+        matches!(f.bundle.spec.scoring, Scoring::Softmax { scale } if scale > 1.0),
+        "{:?}",
+        f.bundle.spec.scoring
+    );
+    let refs: Vec<ScoreRef> = f.records("scores.jsonl");
+    let mut e = f.engine(Precision::Fp32);
+    let file: String = refs[0]
+        .labels
+        .iter()
+        .zip(&refs[0].prompts)
+        .map(|(l, p)| format!("{l}: {p}\n"))
+        .collect();
+    let labels = LabelSet::parse(file.as_bytes(), "cifar10 prompts").expect("labels parse");
+    let (classifier, _) = e.classifier(&labels).expect("label matrix");
+    let (mut worst, mut top_max) = ((0.0f32, String::new()), 0.0f32);
+    for r in &refs {
+        let image = e
+            .embed_image_bytes(&f.image(&r.path))
+            .expect("image embeds");
+        let scores = classifier.scores(&image);
+        for ((label, ours), theirs) in r.labels.iter().zip(&scores.probs).zip(&r.probs) {
+            let d = (ours - theirs).abs();
+            if d > worst.0 {
+                worst = (
+                    d,
+                    format!("{} / {label}: ours {ours}, model {theirs}", r.path),
+                );
+            }
+        }
+        top_max = r.probs.iter().copied().fold(top_max, f32::max);
+    }
+    eprintln!(
+        "{} photos x {} labels: max |p - p_model| {:.2e} ({}); model's largest p {top_max:.3}",
+        refs.len(),
+        refs[0].labels.len(),
+        worst.0,
+        worst.1
+    );
+    // fp32 embeddings agree to cos 0.9999; through a scale of 100 that moves p by ~1e-3, while a
+    // wrong scale, crop or tokenization moves it by hundredths to tenths.
+    let bound = 1e-2f32;
+    assert!(worst.0 < bound, "{}", worst.1);
+    // A flat softmax (a scale near 0) would agree within the bound if the model's own
+    // probabilities were all near 1/n: they must leave 1/n by several times the bound.
+    // (mobileclip-s0v2-seeded's seeded text tower puts the ten prompts close together: its
+    // largest p is 0.16, its smallest 0.036.)
+    let flat = 1.0 / refs[0].labels.len() as f32;
+    let off_flat = refs
+        .iter()
+        .flat_map(|r| r.probs.iter().map(|p| (p - flat).abs()))
+        .fold(0.0f32, f32::max);
+    eprintln!("largest |p_model - 1/n| {off_flat:.3}");
+    assert!(
+        off_flat > 5.0 * bound,
+        "the fixture's probabilities are all flat (top {top_max})"
+    );
+}
+
+#[test]
+fn coca_tokens_match_open_clips_tokenizer() {
+    if let Some(f) = family("coca-tiny-seeded") {
+        // CoCa's tokenizer stops at 76 ids; the CLS token is the graph's 77th position.
+        assert_eq!(f.engine(Precision::Int8).tokenize("cat").expect("tokenizes").ids.len(), 76);
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn coca_embeddings_match_the_reference_fp32_and_int8() {
+    let Some(f) = family("coca-tiny-seeded") else {
+        return;
+    };
+    assert_eq!(f.bundle.spec.family, "coca");
+    embeddings_match(&f, Some("images.jsonl"));
+}
+
+#[test]
+fn coca_softmax_matches_the_models_probabilities() {
+    if let Some(f) = family("coca-tiny-seeded") {
+        softmax_matches_the_model(&f);
+    }
+}
+
+#[test]
+fn mobileclip_tokens_match_open_clips_tokenizer() {
+    if let Some(f) = family("mobileclip-s0v2-seeded") {
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn mobileclip_embeddings_match_the_reference_fp32_and_int8() {
+    let Some(f) = family("mobileclip-s0v2-seeded") else {
+        return;
+    };
+    assert_eq!(f.bundle.spec.family, "mobileclip");
+    let pp = &f.bundle.spec.preprocess;
+    assert_eq!((pp.resize_to, pp.image_size), (256, 256), "{pp:?}");
+    embeddings_match(&f, Some("images.jsonl"));
+}
+
+#[test]
+fn mobileclip_softmax_matches_the_models_probabilities() {
+    if let Some(f) = family("mobileclip-s0v2-seeded") {
+        softmax_matches_the_model(&f);
+    }
+}
