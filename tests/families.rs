@@ -451,3 +451,32 @@ fn mobileclip_softmax_matches_the_models_probabilities() {
         softmax_matches_the_model(&f);
     }
 }
+
+// ruCLIP (`ruclip-tiny-seeded`, models/export_ruclip.py): the `ruclip` package's `CLIP`, seeded,
+// Russian; its YouTokenToMe BPE converted to tokenizer.json (lowercase with Python's final
+// sigma, yttm's separators, <BOS> 2 … <EOS> 3, padded with 0); the text tower pools <EOS>;
+// RandomResizedCrop(scale=1, ratio=1)'s centre-square fallback, bilinear; softmax.
+
+#[test]
+fn ruclip_tokens_match_the_reference_tokenizer() {
+    if let Some(f) = family("ruclip-tiny-seeded") {
+        tokens_match(&f);
+    }
+}
+
+#[test]
+fn ruclip_embeddings_match_the_reference_fp32_and_int8() {
+    let Some(f) = family("ruclip-tiny-seeded") else {
+        return;
+    };
+    assert_eq!(f.bundle.spec.family, "ruclip");
+    assert!(!f.bundle.spec.multilingual, "ruCLIP is a Russian model");
+    embeddings_match(&f, Some("images.jsonl"));
+}
+
+#[test]
+fn ruclip_softmax_matches_the_models_probabilities() {
+    if let Some(f) = family("ruclip-tiny-seeded") {
+        softmax_matches_the_model(&f);
+    }
+}
