@@ -174,7 +174,7 @@ def main() -> int:
                    "labels at random")
     notes = (f'pooling = "eot"             # text: first EOT (argmax of ids), bidirectional attention; informational\n'
              f"# image tower reparameterised (timm reparameterize_model); cos(reparameterised, training form) over "
-             f"the {reparam['images']} fixture photos: min {reparam['cos_min']:.6f}, mean {reparam['cos_mean']:.6f}\n")
+             f"the {reparam['images']} fixture photos: min 1 - {1 - reparam['cos_min']:.1e}\n")
     O.write_outputs(TAG, bundle, fixtures_dir, name=name, family="mobileclip", architecture=model_name,
                     description=description, dim=dim, logit_scale=scale, pp=spec, context=context, fid=fid,
                     images=images, texts=texts, scores=scores, meta=meta, header_notes=notes)
