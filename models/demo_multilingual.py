@@ -282,11 +282,14 @@ def export_bundle(ckpt, student, tok, labels, templates, report, out: Path) -> N
     text = de.manifest(ckpt, files, fid, ["fp32", "int8"])
     held_r = report["after"].get("retrieval_heldout", {})
     final = report["after"]
-    desc = ("edgeclip-demo with a text tower distilled (models/demo_multilingual.py) to map Russian "
-            "and Portuguese label text onto English: understands the ~185 labels and 7 templates of "
-            "models/corpus/labels-en-ru-pt.tsv in all three languages; other Russian/Portuguese words "
-            f"mostly not (held-out glossary labels: ru {held_r.get('ru', 0) * 100:.0f} %, "
-            f"pt {held_r.get('pt', 0) * 100:.0f} % top-1 to their English label); English as edgeclip-demo")
+    trained_r = report["after"]["retrieval_trained"]
+    # Say what the run achieved, not what it aimed at: the figures decide whether to trust it.
+    desc = ("CANDIDATE, not the default: edgeclip-demo with its text tower distilled "
+            "(models/demo_multilingual.py) towards mapping Russian and Portuguese label text onto "
+            "English, from the glossary models/corpus/labels-en-ru-pt.tsv. Top-1 of a translated "
+            f"label to its English one: trained labels ru {trained_r['ru'] * 100:.0f} %, "
+            f"pt {trained_r['pt'] * 100:.0f} %; held-out ru {held_r.get('ru', 0) * 100:.0f} %, "
+            f"pt {held_r.get('pt', 0) * 100:.0f} %. English as edgeclip-demo (figures below)")
     lines = []
     for line in text.splitlines():
         if line.startswith("name = "):
