@@ -96,10 +96,10 @@ struct Setup {
     ort: OrtOptions,
 }
 
-fn setup() -> Option<Setup> {
+fn setup(bundle: &str) -> Option<Setup> {
     let lib = dylib()?;
-    let fixtures = common::fixture_dir(BUNDLE)?;
-    let bundle_dir = common::bundle_dir(BUNDLE)?;
+    let fixtures = common::fixture_dir(bundle)?;
+    let bundle_dir = common::bundle_dir(bundle)?;
     let datasets = common::shared_datasets()?;
     Some(Setup {
         bundle: Bundle::open_dir(&bundle_dir).expect("bundle opens"),
@@ -188,7 +188,7 @@ fn ort_vs_tract(s: &Setup, precision: Precision) -> Cosines {
 /// rounding differences stay far below anything a label could notice.
 #[test]
 fn fp32_towers_agree_with_tract() {
-    let Some(s) = setup() else { return };
+    let Some(s) = setup(BUNDLE) else { return };
     let (images, texts, reference) = ort_vs_tract(&s, Precision::Fp32);
     for (what, pairs) in [("image", &images), ("text", &texts)] {
         let common::Stats { min, worst, .. } = common::stats(pairs);
@@ -213,7 +213,7 @@ fn fp32_towers_agree_with_tract() {
 /// Bounds: 0.998 for images, 0.999 for prompts (about twice the worst distance from 1 seen).
 #[test]
 fn int8_towers_agree_with_tract() {
-    let Some(s) = setup() else { return };
+    let Some(s) = setup(BUNDLE) else { return };
     let (images, texts, reference) = ort_vs_tract(&s, Precision::Int8);
     for (what, pairs, bound) in [("image", &images, 0.998), ("text", &texts, 0.999)] {
         let common::Stats { min, worst, .. } = common::stats(pairs);
@@ -237,6 +237,46 @@ fn int8_towers_agree_with_tract() {
         "int8 text cos {min} to the Python reference (onnxruntime {:?}) for {worst}, onnxruntime {library} here",
         reference_ort_version(&s)
     );
+}
+
+/// The other families' int8 graphs (symmetric per-row activation scales, like CLIP's) on
+/// both backends. onnxruntime's MatMulIntegerToFloat fusion, on at its default optimisation
+/// level, mishandles those scales on some of them: coca-tiny-seeded's image tower came out at
+/// cos 0.942 to tract's (ruclip-tiny-seeded 0.994) until the backend disabled that fusion;
+/// with it off every family agrees to 0.99991 or better. The bound is the CLIP test's.
+#[test]
+fn int8_towers_of_the_other_families_agree_with_tract() {
+    for name in [
+        "coca-tiny-seeded",
+        "ruclip-tiny-seeded",
+        "siglip-tiny-seeded",
+        "align-tiny-seeded",
+    ] {
+        let Some(s) = setup(name) else { return };
+        let images: Vec<ImageRef> =
+            spread(common::read_jsonl(&s.fixtures.join("images.jsonl")), 12);
+        let mut ort = engine(&s.bundle, Precision::Int8, Backend::Ort, &s.ort);
+        let mut tract = engine(&s.bundle, Precision::Int8, Backend::Tract, &s.ort);
+        let mut cos = Vec::new();
+        for r in &images {
+            let bytes = std::fs::read(s.datasets.join(&r.path))
+                .unwrap_or_else(|e| panic!("{}: {e}", r.path));
+            let a = ort.embed_image_bytes(&bytes).expect("ort image");
+            let b = tract.embed_image_bytes(&bytes).expect("tract image");
+            cos.push((r.path.clone(), a.cosine(&b)));
+        }
+        for text in ["a photo of a dog", "фото кошки", "um gato preto"] {
+            let a = ort.embed_text_uncached(text).expect("ort text");
+            let b = tract.embed_text_uncached(text).expect("tract text");
+            cos.push((text.to_string(), a.cosine(&b)));
+        }
+        let common::Stats { min, worst, .. } = common::stats(&cos);
+        eprintln!(
+            "{name} int8 ort vs tract: {} items, cos min {min:.6} ({worst})",
+            cos.len()
+        );
+        assert!(min >= 0.998, "{name}: int8 cos {min} < 0.998 for {worst}");
+    }
 }
 
 /// The onnxruntime release the fixtures were made with (`meta.json`).

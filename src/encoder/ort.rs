@@ -484,6 +484,12 @@ fn new_builder(
         .map_err(|e| err(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| err(e.to_string()))?
+        // This fusion (MatMulInteger → Cast → Mul into MatMulIntegerToFloat) mishandles the
+        // per-row activation scales of our symmetric int8 graphs in onnxruntime 1.32: the
+        // coca-tiny-seeded image tower came out at cos 0.94 to tract's and to onnxruntime's
+        // own unfused result (ruclip-tiny-seeded 0.994). fp32 graphs have no MatMulInteger.
+        .with_disabled_optimizers("MatMulIntegerToFloatFusion")
+        .map_err(|e| err(e.to_string()))?
         .with_intra_threads(threads())
         .map_err(|e| err(e.to_string()))
 }
