@@ -449,3 +449,69 @@ fn ruclip_softmax_matches_the_models_probabilities() {
         softmax_matches_the_model(&f);
     }
 }
+
+/// `edgeclip inspect` names each family's kind of tokenizer, scoring and preprocessing (what a
+/// user checks before trusting a bundle), read from the bundle, not assumed.
+#[test]
+fn inspect_shows_family_tokenizer_scoring_and_preprocessing() {
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "siglip-tiny-seeded",
+            &[
+                "family        siglip (multilingual)",
+                "scoring       sigmoid per label",
+                "squashed to 224x224, no crop",
+                "(Unigram,",
+            ],
+        ),
+        (
+            "mclip-tiny-seeded",
+            &[
+                "family        m-clip (multilingual)",
+                "(Unigram,",
+                "context 128",
+            ],
+        ),
+        (
+            "align-tiny-seeded",
+            &[
+                "family        align",
+                "squashed to 346x346 then 289x289 centre crop, Bilinear",
+                "(WordPiece, 30522 tokens; context 64)",
+            ],
+        ),
+        (
+            "ruclip-tiny-seeded",
+            &[
+                "family        ruclip",
+                "centre square of the shortest side, resized to 224x224, Bilinear",
+                "(BPE,",
+            ],
+        ),
+        (
+            "coca-tiny-seeded",
+            &["family        coca", "CLIP BPE", "(context 76)"],
+        ),
+        (
+            "mobileclip-s0v2-seeded",
+            &[
+                "family        mobileclip",
+                "shortest side to 256 then 256x256 centre crop, Bilinear, mean [0.0, 0.0, 0.0]",
+                "softmax over labels of",
+            ],
+        ),
+    ];
+    let home = tempfile::tempdir().expect("temp dir");
+    for (name, expected) in cases {
+        let Some(dir) = common::bundle_dir(name) else {
+            return;
+        };
+        let o = common::edgeclip(home.path(), &["inspect", &dir.to_string_lossy()]);
+        assert!(o.status.success(), "{name}: {}", common::stderr(&o));
+        let out = common::stdout(&o);
+        for line in expected {
+            assert!(out.contains(line), "{name}: no {line:?} in\n{out}");
+        }
+        assert_eq!(out.matches("sha256 ok").count(), 4, "{name}:\n{out}");
+    }
+}
