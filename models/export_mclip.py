@@ -3,6 +3,10 @@ text tower, mean-pooled over the attention mask, and a linear map into a CLIP im
 edgeclip bundle, with the reference fixtures the runtime is tested against.
 
     export_mclip.py [--seed N]          seeded XLM-R (tiny) + the clip-tiny-seeded image tower
+    export_mclip.py --config base --image-bundle clip-vit-b-32-seeded
+                                        seeded XLM-R at base size (open_clip's
+                                        xlm-roberta-base-ViT-B-32 text tower: 12 x 768, 250002
+                                        embeddings) into ViT-B/32's space, for latency
     export_mclip.py --checkpoint DIR --image-bundle BUNDLE
                                         a saved MultilingualCLIP (config.json with modelBase,
                                         weights, sentencepiece.bpe.model) and the CLIP bundle
@@ -43,6 +47,11 @@ PAD_ID = 1
 T0 = time.time()
 TINY_XLMR = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                  max_position_embeddings=CONTEXT + 2, type_vocab_size=1)
+# xlm-roberta-base's sizes, its full vocabulary included (the seeded tokenizer uses the first
+# few hundred ids; the table's size is what the real model carries).
+BASE_XLMR = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 max_position_embeddings=514, type_vocab_size=1, vocab_size=250002)
+CONFIGS = {"tiny": TINY_XLMR, "base": BASE_XLMR}
 
 
 def log(msg: str) -> None:
@@ -85,12 +94,12 @@ def build_model(args, vocab_size: int, dim: int, work: Path):
     if args.checkpoint:
         return pt.MultilingualCLIP.from_pretrained(args.checkpoint).eval()
     torch.manual_seed(args.seed)
-    base = XLMRobertaModel(XLMRobertaConfig(vocab_size=vocab_size, pad_token_id=PAD_ID, **TINY_XLMR),
-                           add_pooling_layer=False)
+    cfg = {"vocab_size": vocab_size, **CONFIGS[args.config]}
+    base = XLMRobertaModel(XLMRobertaConfig(pad_token_id=PAD_ID, **cfg), add_pooling_layer=False)
     base_dir = work / "xlmr-base"
     base.save_pretrained(base_dir)
     # The package's own class, its transformer loaded from the seeded base saved above.
-    config = pt.Config_MCLIP.MCLIPConfig(modelBase=str(base_dir), transformerDimSize=TINY_XLMR["hidden_size"],
+    config = pt.Config_MCLIP.MCLIPConfig(modelBase=str(base_dir), transformerDimSize=cfg["hidden_size"],
                                          imageDimSize=dim)
     torch.manual_seed(args.seed + 1)
     return pt.MultilingualCLIP(config).eval()
@@ -158,6 +167,8 @@ def main() -> int:
     src.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-bundle", default="clip-tiny-seeded",
                     help="CLIP bundle (in $EDGECLIP_HOME) whose image tower the text tower maps into")
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="tiny",
+                    help="seeded XLM-R size: tiny (tests) or base (xlm-roberta-base, for latency)")
     ap.add_argument("--vocab", type=int, default=800)
     ap.add_argument("--name", default=None)
     ap.add_argument("--threads", type=int, default=0)
@@ -232,8 +243,8 @@ def main() -> int:
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     (fixtures / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     description = (f"M-CLIP exported from {args.checkpoint.name}" if args.checkpoint else
-                   f"M-CLIP architecture (XLM-R text tower, width {TINY_XLMR['hidden_size']}, "
-                   f"{TINY_XLMR['num_hidden_layers']} layers, mean pooling, linear map) with seeded random "
+                   f"M-CLIP architecture (XLM-R text tower, width {CONFIGS[args.config]['hidden_size']}, "
+                   f"{CONFIGS[args.config]['num_hidden_layers']} layers, mean pooling, linear map) with seeded random "
                    f"weights (seed {args.seed}) into {args.image_bundle}'s image space, SentencePiece "
                    "tokenizer trained on models/corpus: proves the runtime, labels at random")
     write_manifest(bundle, name, description, image, dim, fid)
