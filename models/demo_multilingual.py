@@ -81,19 +81,6 @@ def read_glossary(path: Path = GLOSSARY):
     return labels, templates, prompts
 
 
-class Tower(nn.Module):
-    """MiniLM + the demo's residual text adapter: exactly demo_export.TextTower's computation."""
-
-    def __init__(self, ckpt):
-        super().__init__()
-        self.minilm = dm.MiniLM()
-        self.head = dt.TextHead(ckpt["imagenet_text"].shape[1])
-        self.head.a.load_state_dict(ckpt["text_a"])
-
-    def forward(self, input_ids, attention_mask):
-        return self.head(self.minilm(input_ids, attention_mask))
-
-
 def encode(tower, tok, texts, batch=128, grad=False):
     """Embeddings of `texts`; each batch padded only to its longest text (padding is masked, so
     this equals padding to CONTEXT_LENGTH, and it is what makes training affordable)."""
@@ -383,7 +370,7 @@ def main() -> int:
     ckpt = torch.load(args.checkpoint, weights_only=False)
     labels, templates, prompts = read_glossary()
     tok = dm.minilm_tokenizer()
-    teacher = Tower(ckpt).eval()
+    teacher = de.TextTower(ckpt).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     en_texts = [t.format(l["en"]) for l in labels for t in dt.TEMPLATES] + [p["en"] for p in prompts] + \

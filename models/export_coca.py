@@ -33,10 +33,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-import edgeclip_common as C
 import openclip_common as O
+from family_common import prepare_dirs
 
 TAG = "export_coca"
 BASE = "coca_ViT-B-32"
@@ -86,7 +84,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or (args.checkpoint.stem if args.checkpoint else f"coca-{args.config}-seeded")
-    bundle, fixtures_dir = O.prepare_dirs(name)
+    bundle, fixtures_dir = prepare_dirs(name)
 
     model, cfg = build_model(args)
     if type(model).__name__ != "CoCa":
@@ -109,16 +107,7 @@ def main() -> int:
     O.log(TAG, "reference fixtures: open_clip's transform + torch fp32, onnxruntime int8")
     images, texts, fid = O.fixtures(TAG, visual, textual, transform, ids_of, sessions)
     dim = len(images[0]["fp32"])
-    if not args.checkpoint:
-        # Random weights have no trained scale; open_clip's initial 1/0.07 leaves the softmax
-        # nearly flat on seeded embeddings, so the scoring fixture would compare numbers near
-        # 1/10. Trained CLIP-family scales end at open_clip's clamp, 100: use that.
-        with torch.no_grad():
-            model.logit_scale.fill_(float(np.log(100.0)))
-    scale = float(model.logit_scale.detach().exp())
-    labels = C.cifar10_classes()
-    prompts = [f"a photo of a {c}." for c in labels]
-    scores = O.softmax_scores(images, [ids_of(p) for p in prompts], textual, scale, labels, prompts)
+    scale, scores = O.cifar10_scores(model, not args.checkpoint, images, textual, ids_of)
     vc, tc = cfg["vision_cfg"], cfg["text_cfg"]
     meta = {"name": name, "family": "coca", "model_config": cfg,
             "checkpoint": str(args.checkpoint) if args.checkpoint else None,

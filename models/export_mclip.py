@@ -40,7 +40,8 @@ import numpy as np
 
 import edgeclip_common as C
 from export_clip import export_onnx, op_histogram, quantise, toml_str
-from family_common import corpus, jsonl, fidelity_notes, tower_toml, train_spiece, write_toml
+from family_common import (corpus, fidelity_notes, fresh_work_dir, jsonl, prepare_dirs, tower_toml, train_spiece,
+                           write_toml)
 
 CONTEXT = 128
 PAD_ID = 1
@@ -177,17 +178,11 @@ def main() -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    home = C.edgeclip_home()
-    image_dir = home / args.image_bundle
+    image_dir = C.edgeclip_home() / args.image_bundle
     image = read_manifest(image_dir)
     name = args.name or (args.checkpoint.name if args.checkpoint else "mclip-tiny-seeded")
-    bundle, fixtures = home / name, home / "fixtures" / name
-    for d in (bundle, fixtures):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".stamp").unlink(missing_ok=True)
-    work = bundle / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    bundle, fixtures = prepare_dirs(name)
+    work = fresh_work_dir(bundle)
 
     spiece = bundle / "sentencepiece.bpe.model"
     if args.checkpoint:

@@ -40,6 +40,7 @@ import numpy as np
 
 import edgeclip_common as C
 import openclip_common as O
+from family_common import prepare_dirs
 
 TAG = "export_mobileclip"
 CONFIGS = {"s0v2": "MobileCLIP2-S0", "s1": "MobileCLIP-S1"}
@@ -107,7 +108,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or (args.checkpoint.stem if args.checkpoint else f"mobileclip-{args.config}-seeded")
-    bundle, fixtures_dir = O.prepare_dirs(name)
+    bundle, fixtures_dir = prepare_dirs(name)
 
     cfg = O.model_config(model_name)
     torch.manual_seed(args.seed)
@@ -151,16 +152,7 @@ def main() -> int:
     if reparam["cos_min"] < 0.9999:
         raise SystemExit("the reparameterised image tower differs from the training form")
     dim = len(images[0]["fp32"])
-    if not args.checkpoint:
-        # Random weights have no trained scale; open_clip's initial 1/0.07 leaves the softmax
-        # nearly flat on seeded embeddings, so the scoring fixture would compare numbers near
-        # 1/10. Trained CLIP-family scales end at open_clip's clamp, 100: use that.
-        with torch.no_grad():
-            model.logit_scale.fill_(float(np.log(100.0)))
-    scale = float(model.logit_scale.detach().exp())
-    labels = C.cifar10_classes()
-    prompts = [f"a photo of a {c}." for c in labels]
-    scores = O.softmax_scores(images, [ids_of(p) for p in prompts], textual, scale, labels, prompts)
+    scale, scores = O.cifar10_scores(model, not args.checkpoint, images, textual, ids_of)
     meta = {"name": name, "family": "mobileclip", "open_clip_model": model_name, "model_config": cfg,
             "checkpoint": str(args.checkpoint) if args.checkpoint else None,
             "seed": None if args.checkpoint else args.seed, "config": None if args.checkpoint else args.config,

@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 import edgeclip_common as C
-from export_clip import export_onnx, op_histogram, quantise, toml_str
+from export_clip import toml_str
 from export_siglip import fixture_images
-from family_common import corpus, jsonl, fidelity_notes, tower_toml, write_toml
+from family_common import (corpus, export_towers, fidelity_notes, fresh_work_dir, jsonl, prepare_dirs, tower_toml,
+                           write_toml)
 
 CONTEXT = 77
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -349,14 +350,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     model_mod, proc_mod = ruclip_modules()
     name = args.name or (args.checkpoint.name if args.checkpoint else f"ruclip-{args.config}-seeded")
-    home = C.edgeclip_home()
-    bundle, fixtures = home / name, home / "fixtures" / name
-    for d in (bundle, fixtures):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".stamp").unlink(missing_ok=True)
-    work = bundle / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    bundle, fixtures = prepare_dirs(name)
+    work = fresh_work_dir(bundle)
 
     bpe = bundle / "bpe.model"
     if args.checkpoint:
@@ -395,15 +390,7 @@ def main() -> int:
         dim = visual(px).shape[-1]
         assert torch.allclose(textual(ids), model.encode_text(ids), atol=1e-5)
     log("exporting visual.onnx and textual.onnx (TorchScript exporter, opset 17)")
-    export_onnx(visual, px, bundle / "visual.onnx", "pixel_values", "image_embeds")
-    export_onnx(textual, ids, bundle / "textual.onnx", "input_ids", "text_embeds")
-    quantise(bundle / "visual.onnx", bundle / "visual.int8.onnx", symmetric_rows=True)
-    quantise(bundle / "textual.onnx", bundle / "textual.int8.onnx", symmetric_rows=False)
-    for f in ("visual.onnx", "textual.onnx", "visual.int8.onnx", "textual.int8.onnx"):
-        hist = op_histogram(bundle / f)
-        assert all("::" not in k for k in hist), f"{f} uses a non-standard domain op"
-    sessions = {f: C.ort_session(bundle / f, args.threads) for f in
-                ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")}
+    sessions, _ = export_towers(visual, textual, px, ids, bundle, lambda p: C.ort_session(p, args.threads))
 
     log("reference fixtures: RuCLIPProcessor (seeded torch RNG) + ruclip CLIP fp32, onnxruntime int8")
     transform = proc.image_transform

@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 import edgeclip_common as C
-from export_clip import export_onnx, op_histogram, quantise, toml_str
-from family_common import corpus, jsonl, fidelity_notes, tower_toml, train_spiece, write_toml
+from export_clip import toml_str
+from family_common import (corpus, export_towers, fidelity_notes, jsonl, prepare_dirs, tower_toml,
+                           train_spiece, write_toml)
 
 CONTEXT = 64
 T0 = time.time()
@@ -233,11 +234,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or (args.checkpoint.name if args.checkpoint else f"siglip-{args.config}-seeded")
-    home = C.edgeclip_home()
-    bundle, fixtures = home / name, home / "fixtures" / name
-    for d in (bundle, fixtures):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".stamp").unlink(missing_ok=True)
+    bundle, fixtures = prepare_dirs(name)
 
     if args.checkpoint:
         shutil.copyfile(args.checkpoint / "spiece.model", bundle / "spiece.model")
@@ -263,15 +260,7 @@ def main() -> int:
         dim = visual(px).shape[-1]
         assert textual(ids).shape[-1] == dim
     log("exporting visual.onnx and textual.onnx (TorchScript exporter, opset 17)")
-    export_onnx(visual, px, bundle / "visual.onnx", "pixel_values", "image_embeds")
-    export_onnx(textual, ids, bundle / "textual.onnx", "input_ids", "text_embeds")
-    quantise(bundle / "visual.onnx", bundle / "visual.int8.onnx", symmetric_rows=True)
-    quantise(bundle / "textual.onnx", bundle / "textual.int8.onnx", symmetric_rows=False)
-    for f in ("visual.onnx", "textual.onnx", "visual.int8.onnx", "textual.int8.onnx"):
-        hist = op_histogram(bundle / f)
-        assert all("::" not in k for k in hist), f"{f} uses a non-standard domain op"
-    sessions = {f: C.ort_session(bundle / f, args.threads) for f in
-                ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")}
+    sessions, _ = export_towers(visual, textual, px, ids, bundle, lambda p: C.ort_session(p, args.threads))
 
     log("reference fixtures: PIL preprocessing (SiglipImageProcessor) + torch fp32, onnxruntime int8")
     images = []

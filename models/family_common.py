@@ -71,6 +71,47 @@ def fidelity_notes(fid: dict, tower: str, over: str) -> dict[str, str]:
             "cos_vs_fp32_mean": f"{fid[tower + '_cos_mean']:.6f}"}
 
 
+def prepare_dirs(name: str) -> tuple[Path, Path]:
+    """$EDGECLIP_HOME/<name> and fixtures/<name>, created, their stamps removed (a failed export
+    must not look finished)."""
+    home = C.edgeclip_home()
+    bundle, fixtures_dir = home / name, home / "fixtures" / name
+    for d in (bundle, fixtures_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ".stamp").unlink(missing_ok=True)
+    return bundle, fixtures_dir
+
+
+def fresh_work_dir(bundle: Path) -> Path:
+    """An empty <bundle>/work for intermediate files."""
+    work = bundle / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+TOWER_FILES = ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx")
+
+
+def export_towers(visual, textual, px, ids, bundle: Path, session, quantise_visual=None) -> tuple[dict, dict]:
+    """visual/textual .onnx from the torch modules and their .int8.onnx (the visual one by
+    `quantise_visual(src, dst)`, default symmetric int8 per row), all in standard-domain ops;
+    returns (onnxruntime sessions made by `session(path)`, op histograms), by file name."""
+    from export_clip import export_onnx, op_histogram, quantise
+    export_onnx(visual, px, bundle / "visual.onnx", "pixel_values", "image_embeds")
+    export_onnx(textual, ids, bundle / "textual.onnx", "input_ids", "text_embeds")
+    if quantise_visual is None:
+        quantise(bundle / "visual.onnx", bundle / "visual.int8.onnx", symmetric_rows=True)
+    else:
+        quantise_visual(bundle / "visual.onnx", bundle / "visual.int8.onnx")
+    quantise(bundle / "textual.onnx", bundle / "textual.int8.onnx", symmetric_rows=False)
+    hists = {}
+    for f in TOWER_FILES:
+        hists[f] = op_histogram(bundle / f)
+        assert all("::" not in k for k in hists[f]), f"{f} uses a non-standard domain op"
+    return {f: session(bundle / f) for f in TOWER_FILES}, hists
+
+
 def write_toml(path: Path, text: str) -> None:
     """Writes a manifest after checking that it parses."""
     import tomllib

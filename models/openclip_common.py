@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import edgeclip_common as C
-from export_clip import export_onnx, op_histogram, quantise, toml_str
-from family_common import corpus, fidelity_notes, jsonl, tower_toml, write_toml
+from export_clip import toml_str
+from family_common import corpus, export_towers, fidelity_notes, jsonl, tower_toml, write_toml
 
 T0 = time.time()
 
@@ -148,16 +148,9 @@ def export_bundle(tag: str, bundle: Path, visual, textual, image_size: int, ids_
     px = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(1234))
     ids = torch.tensor([ids_of("a photo of a cat.")])
     log(tag, "exporting visual.onnx and textual.onnx (TorchScript exporter, opset 17)")
-    export_onnx(visual, px, bundle / "visual.onnx", "pixel_values", "image_embeds")
-    export_onnx(textual, ids, bundle / "textual.onnx", "input_ids", "text_embeds")
-    quantise(bundle / "visual.onnx", bundle / "visual.int8.onnx", symmetric_rows=True)
-    quantise(bundle / "textual.onnx", bundle / "textual.int8.onnx", symmetric_rows=False)
-    sessions = {}
-    for f in ("visual.onnx", "visual.int8.onnx", "textual.onnx", "textual.int8.onnx"):
-        hist = op_histogram(bundle / f)
-        assert all("::" not in k for k in hist), f"{f} uses a non-standard domain op"
+    sessions, hists = export_towers(visual, textual, px, ids, bundle, lambda p: ort_session(p, threads))
+    for f, hist in hists.items():
         log(tag, f"{f}: {(bundle / f).stat().st_size / 2**20:.1f} MiB, {sum(hist.values())} nodes")
-        sessions[f] = ort_session(bundle / f, threads)
     shutil.copyfile(C.bpe_path(), bundle / "bpe_simple_vocab_16e6.txt.gz")
     return sessions
 
@@ -210,6 +203,21 @@ def fixtures(tag: str, visual, textual, transform, ids_of, sessions, extra_image
     return images, texts, fid
 
 
+def cifar10_scores(model, seeded: bool, images, textual, ids_of) -> tuple[float, list]:
+    """The model's logit scale and its softmax over the CIFAR-10 prompts for each fixture photo.
+    Seeded models get scale 100: random weights have no trained scale, and open_clip's initial
+    1/0.07 leaves the softmax nearly flat on seeded embeddings (the scoring fixture would compare
+    numbers near 1/10); trained CLIP-family scales end at open_clip's clamp, 100."""
+    import torch
+    if seeded:
+        with torch.no_grad():
+            model.logit_scale.fill_(float(np.log(100.0)))
+    scale = float(model.logit_scale.detach().exp())
+    labels = C.cifar10_classes()
+    prompts = [f"a photo of a {c}." for c in labels]
+    return scale, softmax_scores(images, [ids_of(p) for p in prompts], textual, scale, labels, prompts)
+
+
 def softmax_scores(images, prompts_ids, textual, scale: float, labels, prompts):
     """What the model says about each photo: softmax(scale x cos) over the CIFAR-10 prompts,
     from the torch fp32 embeddings."""
@@ -259,15 +267,6 @@ context_length = {context}
     text += "\n" + tower_toml(bundle, "textual", fidelity_notes(fid, "textual", f"the {fid['texts']} corpus texts"))
     write_toml(bundle / "manifest.toml", text)
     log(tag, f"done: {bundle} and {fixtures_dir}")
-
-
-def prepare_dirs(name: str) -> tuple[Path, Path]:
-    home = C.edgeclip_home()
-    bundle, fixtures_dir = home / name, home / "fixtures" / name
-    for d in (bundle, fixtures_dir):
-        d.mkdir(parents=True, exist_ok=True)
-        (d / ".stamp").unlink(missing_ok=True)
-    return bundle, fixtures_dir
 
 
 def versions() -> dict:
